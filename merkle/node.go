@@ -18,9 +18,10 @@ type Node struct {
 	Hash  [32]byte
 }
 
-// IsZero reports whether n is the zero Node, which storage uses for "absent".
-// No real node is zero: its hash would have to be all zero bytes.
-func (n Node) IsZero() bool { return n == Node{} }
+// IsZero reports whether n has no size and no hash, which storage uses for
+// "absent" whatever the index. No real node is zero: its hash would have to
+// be all zero bytes.
+func (n Node) IsZero() bool { return n.Size == 0 && n.Hash == [32]byte{} }
 
 // String returns the node in a form for logs and test failures.
 func (n Node) String() string {

@@ -1,0 +1,168 @@
+package feed
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"maps"
+	"math/bits"
+	"slices"
+)
+
+// The bitfield file is a run of records, one per page of pageBits blocks: the
+// page's bits (block i is bit i%8 of byte i/8, low bit first) followed by a
+// CRC-32C of them and four zero bytes. A record that was never written reads
+// as zeros and means an empty page.
+const (
+	pageBytes  = 4096
+	pageBits   = pageBytes * 8
+	recordSize = pageBytes + 8
+)
+
+type page [pageBytes]byte
+
+// bitfield records which blocks a feed holds. It lives in memory and is
+// written back a page at a time.
+type bitfield struct {
+	pages []*page // nil: all zero
+	dirty map[int]bool
+}
+
+func newBitfield() *bitfield { return &bitfield{dirty: map[int]bool{}} }
+
+func (b *bitfield) get(i uint64) bool {
+	p := int(i / pageBits)
+	if p >= len(b.pages) || b.pages[p] == nil {
+		return false
+	}
+	j := i % pageBits
+	return b.pages[p][j/8]&(1<<(j%8)) != 0
+}
+
+// setRange sets blocks [start, end) to v.
+func (b *bitfield) setRange(start, end uint64, v bool) {
+	for i := start; i < end; {
+		p := int(i / pageBits)
+		if p >= len(b.pages) {
+			if !v {
+				return
+			}
+			b.pages = append(b.pages, make([]*page, p+1-len(b.pages))...)
+		}
+		if b.pages[p] == nil {
+			if !v {
+				i = uint64(p+1) * pageBits
+				continue
+			}
+			b.pages[p] = new(page)
+		}
+		pg := b.pages[p]
+		stop := min(end, uint64(p+1)*pageBits)
+		for ; i < stop; i++ {
+			j := i % pageBits
+			if v {
+				pg[j/8] |= 1 << (j % 8)
+			} else {
+				pg[j/8] &^= 1 << (j % 8)
+			}
+		}
+		b.dirty[p] = true
+	}
+}
+
+// firstMissing returns the first block at or after start that is not set, or
+// end if all of [start, end) are.
+func (b *bitfield) firstMissing(start, end uint64) uint64 {
+	for i := start; i < end; i++ {
+		if !b.get(i) {
+			return i
+		}
+	}
+	return end
+}
+
+// count returns how many of blocks [0, end) are set.
+func (b *bitfield) count(end uint64) uint64 {
+	var n uint64
+	for p, pg := range b.pages {
+		first := uint64(p) * pageBits
+		if first >= end {
+			break
+		}
+		if pg == nil {
+			continue
+		}
+		if end-first >= pageBits {
+			for _, c := range pg {
+				n += uint64(bits.OnesCount8(c))
+			}
+			continue
+		}
+		for i := first; i < end; i++ {
+			if b.get(i) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func (b *bitfield) load(f File) error {
+	size, err := fileSize(f)
+	if err != nil {
+		return err
+	}
+	n := int(size / recordSize)
+	if n == 0 {
+		return nil
+	}
+	buf := make([]byte, n*recordSize)
+	if _, err := f.ReadAt(buf, 0); err != nil && err != io.EOF {
+		return err
+	}
+	b.pages = make([]*page, n)
+	for p := range n {
+		rec := buf[p*recordSize : (p+1)*recordSize]
+		if isZero(rec) {
+			continue
+		}
+		if binary.LittleEndian.Uint32(rec[pageBytes:]) != crc32.Checksum(rec[:pageBytes], castagnoli) || !isZero(rec[pageBytes+4:]) {
+			return fmt.Errorf("%w: bitfield page %d fails its checksum", ErrCorrupt, p)
+		}
+		pg := new(page)
+		copy(pg[:], rec)
+		b.pages[p] = pg
+	}
+	return nil
+}
+
+// flush writes the dirty pages to f.
+func (b *bitfield) flush(f File) error {
+	if len(b.dirty) == 0 {
+		return nil
+	}
+	var rec [recordSize]byte
+	for _, p := range slices.Sorted(maps.Keys(b.dirty)) {
+		if p < len(b.pages) && b.pages[p] != nil {
+			copy(rec[:], b.pages[p][:])
+		} else {
+			clear(rec[:pageBytes])
+		}
+		binary.LittleEndian.PutUint32(rec[pageBytes:], crc32.Checksum(rec[:pageBytes], castagnoli))
+		if _, err := f.WriteAt(rec[:], int64(p)*recordSize); err != nil {
+			return err
+		}
+		delete(b.dirty, p)
+	}
+	return nil
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,885 @@
+package feed
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+
+	"github.com/hyperfeed/hyperfeed/merkle"
+)
+
+// MaxBlockSize is the largest block a feed stores or accepts from a peer.
+const MaxBlockSize = 16 << 20
+
+// File names inside a feed directory.
+const (
+	headerFile   = "header"
+	treeFile     = "tree"
+	dataFile     = "data"
+	indexFile    = "index"
+	bitfieldFile = "bitfield"
+	secretFile   = "secret"
+)
+
+// Options configure Open. The zero value creates a writable feed with a fresh
+// key pair, or opens whatever feed the directory holds.
+type Options struct {
+	// Key names the feed. Given alone, it opens (or creates) a read-only
+	// replica; with a stored feed, it must match.
+	Key Key
+	// SecretKey makes the feed writable. The caller keeps it and passes it on
+	// every Open; only a key pair that Open generates itself is saved in the
+	// directory (file "secret", mode 0600).
+	SecretKey ed25519.PrivateKey
+	// Sync makes every acknowledged write survive power loss: Append and
+	// ApplyProof return only after an fsync. Concurrent writers share one fsync
+	// (group commit). Without it, an acknowledged write survives the process
+	// being killed, but not the machine losing power.
+	Sync bool
+	// FS holds the files; nil means the operating system's.
+	FS FS
+	// Logger receives warnings such as a repaired header slot; nil discards.
+	Logger *slog.Logger
+}
+
+// Head is a feed's signed state: the tree of Length blocks at Fork, whose
+// tree hash the feed key signed.
+type Head struct {
+	Length    uint64
+	Fork      uint64
+	TreeHash  [32]byte
+	Signature []byte // empty on a replica that holds no signed head yet
+}
+
+// Feed is one append-only log on disk. All methods are safe for concurrent use.
+type Feed struct {
+	dir    string
+	key    Key
+	dkey   DiscoveryKey
+	secret ed25519.PrivateKey
+	sync   bool
+	log    *slog.Logger
+
+	files  files
+	commit committer // sync mode only
+
+	mu sync.RWMutex
+	// head is what readers see; tip is where the next write builds. They differ
+	// only in sync mode, between a write and the fsync that makes it durable.
+	head, tip          header
+	roots, tipRoots    []merkle.Node
+	bits               *bitfield
+	pending            []blockRange // sync mode: blocks written but not yet durable
+	closed             bool
+	failed             error
+	buf                []byte // scratch for tree and index writes, under mu
+	onClose            func()
+	notify             notifier
+	leafHashesParallel int
+}
+
+type blockRange struct{ start, end uint64 }
+
+type files struct {
+	header, tree, data, index, bits File
+}
+
+func (fl *files) all() []File {
+	return []File{fl.header, fl.tree, fl.data, fl.index, fl.bits}
+}
+
+func (fl *files) close() error {
+	var errs []error
+	for _, f := range fl.all() {
+		if f != nil {
+			errs = append(errs, f.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Open opens the feed stored in dir, creating it if dir holds none.
+func Open(dir string, opts *Options) (*Feed, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.FS == nil {
+		o.FS = OSFS{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.SecretKey != nil {
+		if len(o.SecretKey) != ed25519.PrivateKeySize {
+			return nil, fmt.Errorf("feed: open %s: %w: secret key is %d bytes", dir, ErrKeyMismatch, len(o.SecretKey))
+		}
+		if k := KeyOf(o.SecretKey); !o.Key.IsZero() && k != o.Key {
+			return nil, fmt.Errorf("feed: open %s: %w: secret key is for %s, not %s", dir, ErrKeyMismatch, k, o.Key)
+		}
+	}
+	f, err := open(dir, &o)
+	if err != nil {
+		return nil, fmt.Errorf("feed: open %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+func open(dir string, o *Options) (_ *Feed, err error) {
+	if err := o.FS.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	f := &Feed{dir: dir, sync: o.Sync, log: o.Logger.With("feed", dir), bits: newBitfield()}
+	f.notify.init()
+	f.leafHashesParallel = runtime.GOMAXPROCS(0)
+	defer func() {
+		if err != nil {
+			f.files.close()
+		}
+	}()
+	if f.files.header, err = o.FS.OpenFile(filepath.Join(dir, headerFile), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+		return nil, err
+	}
+	if err := lockFile(f.files.header); err != nil {
+		return nil, err
+	}
+	for _, x := range []struct {
+		name string
+		f    *File
+	}{{treeFile, &f.files.tree}, {dataFile, &f.files.data}, {indexFile, &f.files.index}, {bitfieldFile, &f.files.bits}} {
+		if *x.f, err = o.FS.OpenFile(filepath.Join(dir, x.name), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	size, err := fileSize(f.files.header)
+	if err != nil {
+		return nil, err
+	}
+	if size == 0 {
+		// No header: a new feed, or one whose creation stopped before its
+		// header was written, which therefore holds nothing.
+		err = f.create(o)
+	} else {
+		err = f.load(o)
+	}
+	if err != nil {
+		return nil, err
+	}
+	f.tip, f.tipRoots = f.head, f.roots
+	f.commit.init(f.head.Seq)
+	return f, nil
+}
+
+func (f *Feed) create(o *Options) error {
+	switch {
+	case o.SecretKey != nil:
+		f.secret = o.SecretKey
+		f.key = KeyOf(o.SecretKey)
+	case !o.Key.IsZero():
+		f.key = o.Key
+	default:
+		_, sk, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return err
+		}
+		if err := writeSecret(o.FS, filepath.Join(f.dir, secretFile), sk); err != nil {
+			return err
+		}
+		f.secret, f.key = sk, KeyOf(sk)
+	}
+	f.dkey = f.key.DiscoveryKey()
+	for _, fl := range []File{f.files.tree, f.files.data, f.files.index, f.files.bits} {
+		if err := fl.Truncate(0); err != nil {
+			return err
+		}
+	}
+	f.head = header{Seq: 1, Key: f.key, TreeHash: merkle.TreeHash(nil)}
+	if f.sync {
+		if err := f.syncData(); err != nil {
+			return err
+		}
+	}
+	return writeHeader(f.files.header, &f.head, f.sync)
+}
+
+func writeSecret(fsys FS, name string, sk ed25519.PrivateKey) error {
+	return writeSmallFile(fsys, name, sk.Seed())
+}
+
+func readSecret(fsys FS, name string) (ed25519.PrivateKey, error) {
+	seed, err := readSmallFile(fsys, name, ed25519.SeedSize)
+	if seed == nil || err != nil {
+		return nil, err
+	}
+	if len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("%w: secret key file is %d bytes", ErrCorrupt, len(seed))
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+// load reads an existing feed: the header, the roots it names, and the
+// bitfield. It checks them against each other and the signature, but reads
+// no block, so it takes the same time for any length.
+func (f *Feed) load(o *Options) error {
+	h, damaged, err := readHeader(f.files.header)
+	if err != nil {
+		return err
+	}
+	f.key, f.dkey = h.Key, h.Key.DiscoveryKey()
+	if !o.Key.IsZero() && o.Key != h.Key {
+		return fmt.Errorf("%w: directory holds feed %s, not %s", ErrKeyMismatch, h.Key, o.Key)
+	}
+	if o.SecretKey != nil {
+		if KeyOf(o.SecretKey) != h.Key {
+			return fmt.Errorf("%w: secret key is not for feed %s", ErrKeyMismatch, h.Key)
+		}
+		f.secret = o.SecretKey
+	} else {
+		sk, err := readSecret(o.FS, filepath.Join(f.dir, secretFile))
+		if err != nil {
+			return err
+		}
+		if sk != nil && KeyOf(sk) != h.Key {
+			return fmt.Errorf("%w: secret key file is not for feed %s", ErrCorrupt, h.Key)
+		}
+		f.secret = sk
+	}
+	roots, err := merkle.RootsFrom(h.Length, func(i uint64) (merkle.Node, bool) {
+		n, err := f.readNode(i)
+		return n, err == nil && !n.IsZero()
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if merkle.TreeHash(roots) != h.TreeHash {
+		return fmt.Errorf("%w: tree roots do not match the header's tree hash", ErrCorrupt)
+	}
+	var byteLen uint64
+	for _, r := range roots {
+		byteLen += r.Size
+	}
+	if byteLen != h.ByteLength {
+		return fmt.Errorf("%w: roots hold %d bytes, header says %d", ErrCorrupt, byteLen, h.ByteLength)
+	}
+	if len(h.Signature) > 0 && !merkle.VerifySignature(h.Key, h.TreeHash, h.Length, h.Fork, h.Signature) {
+		return fmt.Errorf("%w: head signature does not verify", ErrCorrupt)
+	}
+	if f.secret != nil && h.Length > 0 && len(h.Signature) == 0 {
+		return fmt.Errorf("%w: writer's head is unsigned", ErrCorrupt)
+	}
+	if err := f.bits.load(f.files.bits); err != nil {
+		return err
+	}
+	if f.secret != nil {
+		// A writer holds every block below its length; check that the files
+		// are long enough for it, which a truncated copy would not be.
+		if err := f.checkSize(f.files.data, "data", int64(h.ByteLength)); err != nil {
+			return err
+		}
+		if err := f.checkSize(f.files.index, "index", int64(h.Length)*8); err != nil {
+			return err
+		}
+	}
+	f.head, f.roots = h, roots
+	if err := f.trim(h.Length); err != nil {
+		return err
+	}
+	if damaged {
+		f.log.Warn("feed: header slot damaged, rewriting it from the other slot", "seq", h.Seq)
+		if err := writeHeader(f.files.header, &f.head, f.sync); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *Feed) checkSize(fl File, name string, want int64) error {
+	size, err := fileSize(fl)
+	if err != nil {
+		return err
+	}
+	if size < want {
+		return fmt.Errorf("%w: %s file is %d bytes, the head needs %d", ErrCorrupt, name, size, want)
+	}
+	return nil
+}
+
+// trim removes whatever the files hold for blocks at or past length: the
+// leftovers of a write that stopped before its header, or of a truncation.
+// Its writes are idempotent, so a crash inside trim is repaired by the next.
+func (f *Feed) trim(length uint64) error {
+	size, err := fileSize(f.files.tree)
+	if err != nil {
+		return err
+	}
+	end := int64(2*length) * merkle.NodeSize
+	if size > end {
+		// Parents of the first removed leaf that start below it mix kept and
+		// removed blocks; writes always store a node at or past 2*length
+		// before such a parent, so a longer file is the sign to clear them.
+		zero := make([]byte, merkle.NodeSize)
+		for i := merkle.Parent(2 * length); int64(i)*merkle.NodeSize < size; i = merkle.Parent(i) {
+			if l, _ := merkle.Spans(i); l < 2*length {
+				if _, err := f.files.tree.WriteAt(zero, int64(i)*merkle.NodeSize); err != nil {
+					return err
+				}
+			}
+		}
+		if err := f.files.tree.Truncate(end); err != nil {
+			return err
+		}
+	}
+	for _, x := range []struct {
+		fl   File
+		size int64
+	}{{f.files.index, int64(length) * 8}, {f.files.data, int64(f.byteLength(length))}} {
+		s, err := fileSize(x.fl)
+		if err != nil {
+			return err
+		}
+		if s > x.size {
+			if err := x.fl.Truncate(x.size); err != nil {
+				return err
+			}
+		}
+	}
+	f.bits.setRange(length, uint64(len(f.bits.pages))*pageBits, false)
+	return f.bits.flush(f.files.bits)
+}
+
+// byteLength returns the bytes in blocks [0, length) for a length not above
+// the head's: the sum of the sizes of its roots.
+func (f *Feed) byteLength(length uint64) uint64 {
+	if length == f.head.Length {
+		return f.head.ByteLength
+	}
+	var n uint64
+	for _, r := range merkle.Roots(length) {
+		if nd, err := f.readNode(r); err == nil {
+			n += nd.Size
+		}
+	}
+	return n
+}
+
+func (f *Feed) readNode(i uint64) (merkle.Node, error) {
+	var b [merkle.NodeSize]byte
+	n, err := f.files.tree.ReadAt(b[:], int64(i)*merkle.NodeSize)
+	if n < merkle.NodeSize {
+		if err == io.EOF || err == nil {
+			return merkle.Node{}, nil // past the end: absent
+		}
+		return merkle.Node{}, err
+	}
+	return merkle.ReadNode(i, b[:]), nil
+}
+
+// Key returns the feed's public key.
+func (f *Feed) Key() Key { return f.key }
+
+// DiscoveryKey returns the feed's discovery key.
+func (f *Feed) DiscoveryKey() DiscoveryKey { return f.dkey }
+
+// Writable reports whether this feed holds its secret key.
+func (f *Feed) Writable() bool { return f.secret != nil }
+
+// Len returns the length of the feed's signed head.
+func (f *Feed) Len() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.head.Length
+}
+
+// ByteLen returns the number of bytes in the blocks of the signed head.
+func (f *Feed) ByteLen() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.head.ByteLength
+}
+
+// Fork returns the fork of the signed head: how many times the writer has
+// truncated the feed.
+func (f *Feed) Fork() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.head.Fork
+}
+
+// Head returns the signed head.
+func (f *Feed) Head() Head {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return Head{Length: f.head.Length, Fork: f.head.Fork, TreeHash: f.head.TreeHash, Signature: slices.Clone(f.head.Signature)}
+}
+
+// Has reports whether the feed holds block i locally.
+func (f *Feed) Has(i uint64) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.has(i)
+}
+
+func (f *Feed) has(i uint64) bool { return i < f.head.Length && f.bits.get(i) }
+
+// Downloaded returns how many of the head's blocks the feed holds locally.
+func (f *Feed) Downloaded() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.bits.count(f.head.Length)
+}
+
+// Get returns block i. On a writer, a block past the end is ErrOutOfRange at
+// once. On a replica, a missing block is waited for, until a replicator
+// stores it or ctx ends; each wait is announced to subscribers as EventWant.
+func (f *Feed) Get(ctx context.Context, i uint64) ([]byte, error) {
+	for {
+		f.mu.RLock()
+		if f.closed {
+			f.mu.RUnlock()
+			return nil, fmt.Errorf("feed: get %d: %w", i, ErrClosed)
+		}
+		if f.has(i) {
+			b, err := f.readBlock(i)
+			f.mu.RUnlock()
+			if err != nil {
+				return nil, fmt.Errorf("feed: get %d: %w", i, err)
+			}
+			return b, nil
+		}
+		if f.secret != nil {
+			length := f.head.Length
+			f.mu.RUnlock()
+			if i < length {
+				return nil, fmt.Errorf("feed: get %d: %w: bitfield lacks a block below the length", i, ErrCorrupt)
+			}
+			return nil, fmt.Errorf("feed: get %d: %w: length is %d", i, ErrOutOfRange, length)
+		}
+		// Registering under the read lock means a block stored after the check
+		// above (under the write lock) is stored after the registration, and
+		// so wakes it.
+		wait := f.notify.waitFor(i)
+		f.mu.RUnlock()
+		f.notify.emit(Event{Kind: EventWant, Index: i})
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("feed: get %d: %w", i, ctx.Err())
+		}
+	}
+}
+
+// readBlock reads block i and checks it against its leaf node. The caller
+// holds mu and has checked that the feed holds the block.
+func (f *Feed) readBlock(i uint64) ([]byte, error) {
+	leaf, err := f.readNode(merkle.LeafIndex(i))
+	if err != nil {
+		return nil, err
+	}
+	if leaf.IsZero() || leaf.Size > MaxBlockSize {
+		return nil, fmt.Errorf("%w: leaf node of block %d is missing or damaged", ErrCorrupt, i)
+	}
+	var ob [8]byte
+	if _, err := f.files.index.ReadAt(ob[:], int64(i)*8); err != nil {
+		return nil, fmt.Errorf("%w: index of block %d: %v", ErrCorrupt, i, err)
+	}
+	off := binary.LittleEndian.Uint64(ob[:])
+	if off > f.head.ByteLength || leaf.Size > f.head.ByteLength-off {
+		return nil, fmt.Errorf("%w: block %d indexed at byte %d, past the feed's end", ErrCorrupt, i, off)
+	}
+	data := make([]byte, leaf.Size)
+	if n, err := f.files.data.ReadAt(data, int64(off)); n < len(data) {
+		return nil, fmt.Errorf("%w: block %d: short read: %v", ErrCorrupt, i, err)
+	}
+	if merkle.LeafHash(data) != leaf.Hash {
+		return nil, fmt.Errorf("%w: block %d does not match its hash", ErrCorrupt, i)
+	}
+	return data, nil
+}
+
+// Seek returns the block that holds byte offset off of the feed, and the
+// offset inside it. It reads O(log n) tree nodes; on a replica it fails with
+// ErrNotAvailable where the nodes have not been downloaded.
+func (f *Feed) Seek(off uint64) (index, rel uint64, err error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return 0, 0, fmt.Errorf("feed: seek: %w", ErrClosed)
+	}
+	if off >= f.head.ByteLength {
+		return 0, 0, fmt.Errorf("feed: seek %d: %w: feed holds %d bytes", off, ErrOutOfRange, f.head.ByteLength)
+	}
+	for _, r := range f.roots {
+		if off >= r.Size {
+			off -= r.Size
+			continue
+		}
+		n := r
+		for merkle.Depth(n.Index) > 0 {
+			l, rt, _ := merkle.Children(n.Index)
+			left, err := f.readNode(l)
+			if err != nil {
+				return 0, 0, fmt.Errorf("feed: seek: %w", err)
+			}
+			if left.IsZero() {
+				return 0, 0, fmt.Errorf("feed: seek: %w: node %d", ErrNotAvailable, l)
+			}
+			if off < left.Size {
+				n = left
+				continue
+			}
+			off -= left.Size
+			n.Index = rt
+		}
+		return n.Index / 2, off, nil
+	}
+	return 0, 0, fmt.Errorf("feed: seek: %w: roots hold fewer bytes than the header", ErrCorrupt)
+}
+
+// Append adds blocks to the end of a writable feed, signs the new head once,
+// and returns the new length. It fails whole: on error the feed is as it was.
+func (f *Feed) Append(blocks ...[]byte) (uint64, error) {
+	for i, b := range blocks {
+		if len(b) > MaxBlockSize {
+			return 0, fmt.Errorf("feed: append: block %d of the call: %w: %d bytes, at most %d", i, ErrBlockTooLarge, len(b), MaxBlockSize)
+		}
+	}
+	f.mu.Lock()
+	if err := f.writeCheck(); err != nil {
+		f.mu.Unlock()
+		return 0, fmt.Errorf("feed: append: %w", err)
+	}
+	if len(blocks) == 0 {
+		n := f.tip.Length
+		f.mu.Unlock()
+		return n, nil
+	}
+	next, err := f.appendLocked(blocks)
+	f.mu.Unlock()
+	if err != nil {
+		return 0, fmt.Errorf("feed: append: %w", err)
+	}
+	if f.sync {
+		if err := f.commit.wait(f, next.Seq); err != nil {
+			return 0, fmt.Errorf("feed: append: %w", err)
+		}
+	}
+	f.notify.emit(Event{Kind: EventAppend, Length: next.Length, Fork: next.Fork})
+	return next.Length, nil
+}
+
+func (f *Feed) writeCheck() error {
+	switch {
+	case f.closed:
+		return ErrClosed
+	case f.secret == nil:
+		return ErrNotWritable
+	case f.failed != nil:
+		return fmt.Errorf("%w: %v", ErrFailed, f.failed)
+	}
+	return nil
+}
+
+func (f *Feed) appendLocked(blocks [][]byte) (header, error) {
+	start := f.tip.Length
+	if uint64(len(blocks)) > merkle.MaxLength-start {
+		return header{}, fmt.Errorf("%w: feed would exceed %d blocks", ErrOutOfRange, uint64(merkle.MaxLength))
+	}
+	leaves := f.hashLeaves(start, blocks)
+	roots := slices.Clone(f.tipRoots)
+	created := make([]merkle.Node, 0, 2*len(blocks)+8)
+	var added uint64
+	for _, l := range leaves {
+		roots, created = merkle.AppendLeaf(roots, l, created)
+		added += l.Size
+	}
+	next := f.tip
+	next.Seq++
+	next.Length = start + uint64(len(blocks))
+	next.ByteLength += added
+	next.TreeHash = merkle.TreeHash(roots)
+	next.Signature = merkle.Sign(f.secret, next.TreeHash, next.Length, next.Fork)
+
+	if err := f.writeBlocks(start, f.tip.ByteLength, blocks); err != nil {
+		return header{}, err
+	}
+	if err := f.writeAppendNodes(start, next.Length, created); err != nil {
+		return header{}, err
+	}
+	if err := f.commitLocked(&next, roots, blockRange{start, next.Length}); err != nil {
+		return header{}, err
+	}
+	return next, nil
+}
+
+// hashLeaves hashes blocks, on every core when there is enough data for that
+// to pay.
+func (f *Feed) hashLeaves(start uint64, blocks [][]byte) []merkle.Node {
+	leaves := make([]merkle.Node, len(blocks))
+	var total int
+	for _, b := range blocks {
+		total += len(b)
+	}
+	workers := min(f.leafHashesParallel, len(blocks))
+	if workers < 2 || total < 1<<20 {
+		for i, b := range blocks {
+			leaves[i] = merkle.Leaf(start+uint64(i), b)
+		}
+		return leaves
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(blocks); i += workers {
+				leaves[i] = merkle.Leaf(start+uint64(i), blocks[i])
+			}
+		})
+	}
+	wg.Wait()
+	return leaves
+}
+
+// writeBlocks writes blocks [start, ...) at byte offset off, and their index
+// entries.
+func (f *Feed) writeBlocks(start, off uint64, blocks [][]byte) error {
+	const gather = 1 << 20 // small blocks are copied into one write; large ones go alone
+	idx := f.scratch(8 * len(blocks))
+	pos := off
+	var run []byte
+	runAt := off
+	flush := func() error {
+		if len(run) == 0 {
+			return nil
+		}
+		_, err := f.files.data.WriteAt(run, int64(runAt))
+		run = run[:0]
+		return err
+	}
+	for i, b := range blocks {
+		binary.LittleEndian.PutUint64(idx[8*i:], pos)
+		if len(b) >= gather/4 {
+			if err := flush(); err != nil {
+				return err
+			}
+			if _, err := f.files.data.WriteAt(b, int64(pos)); err != nil {
+				return err
+			}
+		} else {
+			if len(run) == 0 {
+				runAt = pos
+			}
+			run = append(run, b...)
+			if len(run) >= gather {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		pos += uint64(len(b))
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	_, err := f.files.index.WriteAt(idx, int64(start)*8)
+	return err
+}
+
+// writeAppendNodes stores the nodes an append created. Those at or past leaf
+// 2*start fill one contiguous run (with zeros for parents not yet complete,
+// whose slots hold nothing valid); the few parents left of it, which join old
+// blocks to new ones, are written after it, as trim expects.
+func (f *Feed) writeAppendNodes(start, end uint64, created []merkle.Node) error {
+	lo, hi := 2*start, 2*end-1 // [lo, hi): leaves and complete parents of the new blocks
+	run := f.scratch(int(hi-lo) * merkle.NodeSize)
+	clear(run)
+	var left []merkle.Node
+	for _, n := range created {
+		if n.Index >= lo && n.Index < hi {
+			n.Put(run[(n.Index-lo)*merkle.NodeSize:])
+		} else {
+			left = append(left, n)
+		}
+	}
+	if _, err := f.files.tree.WriteAt(run, int64(lo)*merkle.NodeSize); err != nil {
+		return err
+	}
+	var b [merkle.NodeSize]byte
+	for _, n := range left {
+		n.Put(b[:])
+		if _, err := f.files.tree.WriteAt(b[:], int64(n.Index)*merkle.NodeSize); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *Feed) scratch(n int) []byte {
+	if cap(f.buf) < n {
+		f.buf = make([]byte, n)
+	}
+	return f.buf[:n]
+}
+
+// commitLocked makes next the feed's tip, with the blocks in added now held.
+// Without sync it writes the header and publishes next at once; with sync it
+// leaves both to the group commit. On error nothing in memory changes.
+func (f *Feed) commitLocked(next *header, roots []merkle.Node, added blockRange) error {
+	if f.sync {
+		f.tip, f.tipRoots = *next, roots
+		if added.end > added.start {
+			f.pending = append(f.pending, added)
+		}
+		return nil
+	}
+	f.bits.setRange(added.start, added.end, true)
+	err := f.bits.flush(f.files.bits)
+	if err == nil {
+		err = writeHeader(f.files.header, next, false)
+	}
+	if err != nil {
+		f.bits.setRange(added.start, added.end, false)
+		// The header may now hold next in slot 0; put the old head back so a
+		// reopen finds the feed as this call leaves it.
+		if werr := writeHeader(f.files.header, &f.head, false); werr != nil {
+			f.failed = werr
+		}
+		return err
+	}
+	f.head, f.roots = *next, roots
+	f.tip, f.tipRoots = f.head, f.roots
+	return nil
+}
+
+// Truncate cuts a writable feed to length blocks. As in Hypercore, the fork
+// goes up by one and the new head is signed, so replicas can tell the new
+// history from the old.
+func (f *Feed) Truncate(length uint64) error {
+	var seq uint64
+	if f.sync {
+		// Truncation rewrites the files under the head; keep the group commit
+		// out while it does.
+		release, err := f.commit.exclusive()
+		if err != nil {
+			return fmt.Errorf("feed: truncate: %w", err)
+		}
+		defer func() { release(seq) }()
+	}
+	f.mu.Lock()
+	if err := f.writeCheck(); err != nil {
+		f.mu.Unlock()
+		return fmt.Errorf("feed: truncate: %w", err)
+	}
+	if f.sync {
+		if err := f.settleLocked(); err != nil {
+			f.failed = err
+			f.mu.Unlock()
+			return fmt.Errorf("feed: truncate: %w", err)
+		}
+	}
+	if length > f.head.Length {
+		n := f.head.Length
+		f.mu.Unlock()
+		return fmt.Errorf("feed: truncate to %d: %w: length is %d", length, ErrOutOfRange, n)
+	}
+	next, err := f.truncateLocked(length)
+	f.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("feed: truncate to %d: %w", length, err)
+	}
+	seq = next.Seq
+	f.notify.emit(Event{Kind: EventTruncate, Length: next.Length, Fork: next.Fork})
+	return nil
+}
+
+func (f *Feed) truncateLocked(length uint64) (header, error) {
+	roots, err := merkle.RootsFrom(length, func(i uint64) (merkle.Node, bool) {
+		n, err := f.readNode(i)
+		return n, err == nil && !n.IsZero()
+	})
+	if err != nil {
+		return header{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	next := f.head
+	next.Seq++
+	next.Fork++
+	next.Length = length
+	next.ByteLength = 0
+	for _, r := range roots {
+		next.ByteLength += r.Size
+	}
+	next.TreeHash = merkle.TreeHash(roots)
+	next.Signature = merkle.Sign(f.secret, next.TreeHash, length, next.Fork)
+	next.Forks = slices.Clone(next.Forks)
+	next.addFork(f.head.Fork, next.Fork, length)
+	// The header goes first: until it is written, the files still hold the
+	// old head whole; after it, trim (here, or on the next open) removes what
+	// the old head had past length.
+	if err := writeHeader(f.files.header, &next, f.sync); err != nil {
+		if werr := writeHeader(f.files.header, &f.head, f.sync); werr != nil {
+			f.failed = werr
+		}
+		return header{}, err
+	}
+	f.head, f.roots = next, roots
+	f.tip, f.tipRoots = f.head, f.roots
+	if err := f.trim(length); err != nil {
+		f.failed = err
+		return header{}, err
+	}
+	if f.sync {
+		if err := f.syncData(); err != nil {
+			f.failed = err
+			return header{}, err
+		}
+	}
+	return next, nil
+}
+
+func (f *Feed) syncData() error {
+	for _, fl := range []File{f.files.data, f.files.tree, f.files.index, f.files.bits} {
+		if err := fl.Sync(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close closes the feed. Waiting Gets return ErrClosed; in sync mode, writes
+// still in flight are made durable first.
+func (f *Feed) Close() error {
+	var serr error
+	if f.sync {
+		f.mu.RLock()
+		seq, closed := f.tip.Seq, f.closed
+		f.mu.RUnlock()
+		if !closed {
+			serr = f.commit.wait(f, seq)
+		}
+	}
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return nil
+	}
+	f.closed = true
+	err := f.files.close()
+	onClose := f.onClose
+	f.mu.Unlock()
+	f.notify.close()
+	if onClose != nil {
+		onClose()
+	}
+	if err = errors.Join(serr, err); err != nil {
+		return fmt.Errorf("feed: close: %w", err)
+	}
+	return nil
+}

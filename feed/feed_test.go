@@ -1,0 +1,610 @@
+package feed_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hyperfeed/hyperfeed/feed"
+	"github.com/hyperfeed/hyperfeed/merkle"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	if runCrashChild() {
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func openFeed(t testing.TB, dir string, o *feed.Options) *feed.Feed {
+	t.Helper()
+	f, err := feed.Open(dir, o)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func block(i int) []byte {
+	return []byte(fmt.Sprintf("block %d %s", i, bytes.Repeat([]byte{byte(i)}, i%97)))
+}
+
+func appendN(t testing.TB, f *feed.Feed, from, n int) {
+	t.Helper()
+	bs := make([][]byte, n)
+	for i := range bs {
+		bs[i] = block(from + i)
+	}
+	_, err := f.Append(bs...)
+	require.NoError(t, err)
+}
+
+func TestAppendGetReopen(t *testing.T) {
+	dir := t.TempDir()
+	f, err := feed.Open(dir, nil)
+	require.NoError(t, err)
+	require.True(t, f.Writable())
+	require.Equal(t, uint64(0), f.Len())
+
+	n, err := f.Append(block(0))
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), n)
+	appendN(t, f, 1, 99)
+	n, err = f.Append()
+	require.NoError(t, err)
+	require.Equal(t, uint64(100), n)
+
+	ctx := context.Background()
+	var byteLen uint64
+	for i := range 100 {
+		b, err := f.Get(ctx, uint64(i))
+		require.NoError(t, err)
+		require.Equal(t, block(i), b)
+		byteLen += uint64(len(b))
+	}
+	require.Equal(t, byteLen, f.ByteLen())
+	_, err = f.Get(ctx, 100)
+	require.ErrorIs(t, err, feed.ErrOutOfRange)
+
+	head := f.Head()
+	require.Equal(t, uint64(100), head.Length)
+	require.True(t, merkle.VerifySignature(f.Key(), head.TreeHash, head.Length, head.Fork, head.Signature))
+	key := f.Key()
+	require.NoError(t, f.Verify(ctx))
+	require.NoError(t, f.Close())
+	_, err = f.Get(ctx, 0)
+	require.ErrorIs(t, err, feed.ErrClosed)
+
+	// The generated key pair was saved, so the feed reopens writable.
+	f = openFeed(t, dir, nil)
+	require.True(t, f.Writable())
+	require.Equal(t, key, f.Key())
+	require.Equal(t, head, f.Head())
+	b, err := f.Get(ctx, 42)
+	require.NoError(t, err)
+	require.Equal(t, block(42), b)
+	appendN(t, f, 100, 5)
+	require.Equal(t, uint64(105), f.Len())
+	require.NoError(t, f.Verify(ctx))
+}
+
+func TestOpenKeys(t *testing.T) {
+	_, sk, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	_, other, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	dir := t.TempDir()
+
+	f, err := feed.Open(dir, &feed.Options{SecretKey: sk})
+	require.NoError(t, err)
+	appendN(t, f, 0, 3)
+	require.NoError(t, f.Close())
+
+	// A given secret key is not saved: without it the feed opens read-only.
+	f, err = feed.Open(dir, nil)
+	require.NoError(t, err)
+	require.False(t, f.Writable())
+	require.Equal(t, uint64(3), f.Len())
+	_, err = f.Append([]byte("x"))
+	require.ErrorIs(t, err, feed.ErrNotWritable)
+	require.NoError(t, f.Close())
+
+	_, err = feed.Open(dir, &feed.Options{SecretKey: other})
+	require.ErrorIs(t, err, feed.ErrKeyMismatch)
+	_, err = feed.Open(dir, &feed.Options{Key: feed.KeyOf(other)})
+	require.ErrorIs(t, err, feed.ErrKeyMismatch)
+	_, err = feed.Open(t.TempDir(), &feed.Options{Key: feed.KeyOf(other), SecretKey: sk})
+	require.ErrorIs(t, err, feed.ErrKeyMismatch)
+	_, err = feed.Open(t.TempDir(), &feed.Options{SecretKey: sk[:10]})
+	require.ErrorIs(t, err, feed.ErrKeyMismatch)
+
+	f, err = feed.Open(dir, &feed.Options{SecretKey: sk, Key: feed.KeyOf(sk)})
+	require.NoError(t, err)
+	require.True(t, f.Writable())
+
+	// One process at a time.
+	_, err = feed.Open(dir, nil)
+	require.ErrorIs(t, err, feed.ErrLocked)
+	require.NoError(t, f.Close())
+
+	r := openFeed(t, t.TempDir(), &feed.Options{Key: feed.KeyOf(sk)})
+	require.False(t, r.Writable())
+	require.Equal(t, feed.KeyOf(sk), r.Key())
+	require.Equal(t, feed.KeyOf(sk).DiscoveryKey(), r.DiscoveryKey())
+}
+
+func TestBlockTooLarge(t *testing.T) {
+	f := openFeed(t, t.TempDir(), nil)
+	appendN(t, f, 0, 2)
+	head := f.Head()
+	_, err := f.Append([]byte("ok"), make([]byte, feed.MaxBlockSize+1))
+	require.ErrorIs(t, err, feed.ErrBlockTooLarge)
+	require.Equal(t, head, f.Head(), "a failed append changes nothing")
+	n, err := f.Append(make([]byte, feed.MaxBlockSize))
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), n)
+}
+
+func TestEmptyBlocks(t *testing.T) {
+	f := openFeed(t, t.TempDir(), nil)
+	_, err := f.Append([]byte{}, []byte("a"), nil, []byte("bc"))
+	require.NoError(t, err)
+	ctx := context.Background()
+	for i, want := range []string{"", "a", "", "bc"} {
+		b, err := f.Get(ctx, uint64(i))
+		require.NoError(t, err)
+		require.Equal(t, want, string(b))
+	}
+	i, rel, err := f.Seek(0)
+	require.NoError(t, err)
+	require.Equal(t, [2]uint64{1, 0}, [2]uint64{i, rel})
+	i, rel, err = f.Seek(2)
+	require.NoError(t, err)
+	require.Equal(t, [2]uint64{3, 1}, [2]uint64{i, rel})
+	_, _, err = f.Seek(3)
+	require.ErrorIs(t, err, feed.ErrOutOfRange)
+}
+
+func TestSeek(t *testing.T) {
+	f := openFeed(t, t.TempDir(), nil)
+	appendN(t, f, 0, 300)
+	var off uint64
+	for i := range 300 {
+		for _, rel := range []int{0, len(block(i)) - 1} {
+			idx, r, err := f.Seek(off + uint64(rel))
+			require.NoError(t, err)
+			require.Equal(t, uint64(i), idx, "offset %d", off+uint64(rel))
+			require.Equal(t, uint64(rel), r)
+		}
+		off += uint64(len(block(i)))
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	dir := t.TempDir()
+	f, err := feed.Open(dir, nil)
+	require.NoError(t, err)
+	appendN(t, f, 0, 10)
+	require.ErrorIs(t, f.Truncate(11), feed.ErrOutOfRange)
+	require.NoError(t, f.Truncate(5))
+	require.Equal(t, uint64(5), f.Len())
+	require.Equal(t, uint64(1), f.Fork())
+	h := f.Head()
+	require.True(t, merkle.VerifySignature(f.Key(), h.TreeHash, 5, 1, h.Signature))
+	ctx := context.Background()
+	_, err = f.Get(ctx, 5)
+	require.ErrorIs(t, err, feed.ErrOutOfRange)
+	_, err = f.Append([]byte("new 5"), []byte("new 6"))
+	require.NoError(t, err)
+	b, err := f.Get(ctx, 6)
+	require.NoError(t, err)
+	require.Equal(t, "new 6", string(b))
+	require.NoError(t, f.Verify(ctx))
+	require.NoError(t, f.Truncate(0))
+	require.Equal(t, uint64(2), f.Fork())
+	require.Equal(t, uint64(0), f.ByteLen())
+	appendN(t, f, 0, 3)
+	head := f.Head()
+	require.NoError(t, f.Close())
+
+	f = openFeed(t, dir, nil)
+	require.Equal(t, head, f.Head())
+	require.NoError(t, f.Verify(ctx))
+}
+
+func TestSubscribe(t *testing.T) {
+	f := openFeed(t, t.TempDir(), nil)
+	events := make(chan feed.Event, 10)
+	cancel := f.Subscribe(func(e feed.Event) { events <- e })
+	appendN(t, f, 0, 3)
+	require.Equal(t, feed.Event{Kind: feed.EventAppend, Length: 3}, <-events)
+	require.NoError(t, f.Truncate(1))
+	require.Equal(t, feed.Event{Kind: feed.EventTruncate, Length: 1, Fork: 1}, <-events)
+	cancel()
+	appendN(t, f, 1, 1)
+	select {
+	case e := <-events:
+		t.Fatalf("event after cancel: %+v", e)
+	default:
+	}
+}
+
+func TestConcurrentAppendAndRead(t *testing.T) {
+	for _, syncMode := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sync=%v", syncMode), func(t *testing.T) {
+			dir := t.TempDir()
+			f := openFeed(t, dir, &feed.Options{Sync: syncMode})
+			const writers, per = 4, 50
+			var wg sync.WaitGroup
+			for w := range writers {
+				wg.Go(func() {
+					for i := range per {
+						_, err := f.Append([]byte(fmt.Sprintf("w%d-%d", w, i)))
+						if err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Go(func() {
+				ctx := context.Background()
+				for f.Len() < writers*per {
+					n := f.Len()
+					if n == 0 {
+						continue
+					}
+					if _, err := f.Get(ctx, n-1); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+			wg.Wait()
+			require.Equal(t, uint64(writers*per), f.Len())
+			require.NoError(t, f.Verify(context.Background()))
+			seen := map[string]bool{}
+			for i := range uint64(writers * per) {
+				b, err := f.Get(context.Background(), i)
+				require.NoError(t, err)
+				seen[string(b)] = true
+			}
+			require.Len(t, seen, writers*per)
+			head := f.Head()
+			require.NoError(t, f.Close())
+			f2 := openFeed(t, dir, nil)
+			require.Equal(t, head, f2.Head())
+		})
+	}
+}
+
+// replicate copies the writer into the replica block by block, in a random
+// order, through proofs, as a replicator would.
+func replicate(t testing.TB, w, r *feed.Feed, rng *rand.Rand) {
+	t.Helper()
+	idx := rng.Perm(int(w.Len()))
+	for _, i := range idx {
+		req := r.BlockRequest(uint64(i))
+		p, data, err := w.Prove(req)
+		require.NoError(t, err)
+		require.NoError(t, r.ApplyProof(p, data), "block %d", i)
+	}
+}
+
+func TestReplicaFromProofs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	w := openFeed(t, t.TempDir(), nil)
+	appendN(t, w, 0, 1)
+	appendN(t, w, 1, 200)
+	rdir := t.TempDir()
+	r := openFeed(t, rdir, &feed.Options{Key: w.Key()})
+
+	// An upgrade alone gives the head but no blocks.
+	p, _, err := w.Prove(r.UpgradeRequest())
+	require.NoError(t, err)
+	require.NoError(t, r.ApplyProof(p, nil))
+	require.Equal(t, w.Head(), r.Head())
+	require.False(t, r.Has(0))
+	require.ErrorIs(t, r.ApplyProof(p, nil), feed.ErrStale)
+
+	replicate(t, w, r, rng)
+	require.Equal(t, w.Len(), r.Downloaded())
+	ctx := context.Background()
+	require.NoError(t, r.Verify(ctx))
+
+	// Live: new appends reach the replica with upgrades in the block proofs.
+	appendN(t, w, 201, 37)
+	for i := uint64(201); i < 238; i++ {
+		p, data, err := w.Prove(r.BlockRequest(i))
+		require.NoError(t, err)
+		require.NoError(t, r.ApplyProof(p, data))
+	}
+	require.Equal(t, w.Head(), r.Head())
+	require.NoError(t, r.Verify(ctx))
+	for i := range w.Len() {
+		a, err := w.Get(ctx, i)
+		require.NoError(t, err)
+		b, err := r.Get(ctx, i)
+		require.NoError(t, err)
+		require.Equal(t, a, b)
+	}
+	require.Equal(t, w.ByteLen(), r.ByteLen())
+	head := r.Head()
+	require.NoError(t, r.Close())
+	r = openFeed(t, rdir, nil)
+	require.Equal(t, head, r.Head())
+	require.False(t, r.Writable())
+	require.NoError(t, r.Verify(ctx))
+
+	// A replica can serve another replica.
+	r2 := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+	replicate(t, r, r2, rng)
+	require.Equal(t, w.Head(), r2.Head())
+	require.NoError(t, r2.Verify(ctx))
+}
+
+func TestSparseReplicaGetWaits(t *testing.T) {
+	w := openFeed(t, t.TempDir(), nil)
+	appendN(t, w, 0, 64)
+	r := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+
+	wants := make(chan uint64, 16)
+	r.Subscribe(func(e feed.Event) {
+		if e.Kind == feed.EventWant {
+			wants <- e.Index
+		}
+	})
+	got := make(chan []byte, 1)
+	go func() {
+		b, err := r.Get(context.Background(), 40)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- b
+	}()
+	// Act as the replicator: serve what the replica wants.
+	i := <-wants
+	require.Equal(t, uint64(40), i)
+	p, data, err := w.Prove(r.BlockRequest(i))
+	require.NoError(t, err)
+	require.NoError(t, r.ApplyProof(p, data))
+	require.Equal(t, block(40), <-got)
+	require.True(t, r.Has(40))
+	require.False(t, r.Has(39))
+	require.Equal(t, uint64(1), r.Downloaded())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	_, err = r.Get(ctx, 3)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	// Closing the feed releases a waiting Get.
+	done := make(chan error, 1)
+	go func() { _, err := r.Get(context.Background(), 5); done <- err }()
+	<-wants
+	<-wants
+	require.NoError(t, r.Close())
+	require.ErrorIs(t, <-done, feed.ErrClosed)
+}
+
+func TestReplicaFollowsFork(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	w := openFeed(t, t.TempDir(), nil)
+	appendN(t, w, 0, 20)
+	r := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+	replicate(t, w, r, rng)
+
+	require.NoError(t, w.Truncate(12))
+	_, err := w.Append([]byte("fork 1, block 12"), []byte("fork 1, block 13"))
+	require.NoError(t, err)
+
+	// The replica's block request is from fork 0: the answer is an upgrade
+	// from the shared prefix only.
+	p, data, err := w.Prove(r.BlockRequest(13))
+	require.NoError(t, err)
+	require.Nil(t, p.Block)
+	require.Equal(t, uint64(12), p.Upgrade.Start)
+	events := make(chan feed.Event, 10)
+	cancel := r.Subscribe(func(e feed.Event) { events <- e })
+	require.NoError(t, r.ApplyProof(p, data))
+	cancel()
+	require.Equal(t, feed.EventTruncate, (<-events).Kind)
+	require.Equal(t, feed.Event{Kind: feed.EventAppend, Length: 14, Fork: 1}, <-events)
+	require.Equal(t, w.Head(), r.Head())
+	require.Equal(t, uint64(12), r.Downloaded())
+	require.False(t, r.Has(12))
+	require.False(t, r.Has(13))
+	replicate(t, w, r, rng)
+	ctx := context.Background()
+	b, err := r.Get(ctx, 13)
+	require.NoError(t, err)
+	require.Equal(t, "fork 1, block 13", string(b))
+	require.NoError(t, r.Verify(ctx))
+
+	// A stale proof from the old fork is refused and changes nothing.
+	require.ErrorIs(t, r.ApplyProof(&merkle.Proof{Fork: 0}, nil), feed.ErrStaleFork)
+
+	// Two more truncations; a replica two forks behind still catches up.
+	r2 := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+	replicate(t, w, r2, rng)
+	require.NoError(t, w.Truncate(3))
+	appendN(t, w, 100, 2)
+	require.NoError(t, w.Truncate(4))
+	appendN(t, w, 200, 6)
+	p, data, err = w.Prove(r2.UpgradeRequest())
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), p.Upgrade.Start)
+	require.NoError(t, r2.ApplyProof(p, data))
+	replicate(t, w, r2, rng)
+	require.Equal(t, w.Head(), r2.Head())
+	require.NoError(t, r2.Verify(ctx))
+	for i := range w.Len() {
+		a, _ := w.Get(ctx, i)
+		b, err := r2.Get(ctx, i)
+		require.NoError(t, err)
+		require.Equal(t, a, b)
+	}
+}
+
+func TestTamperedProofsRejected(t *testing.T) {
+	w := openFeed(t, t.TempDir(), nil)
+	appendN(t, w, 0, 50)
+	r := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+	replicate(t, w, r, rand.New(rand.NewPCG(5, 6)))
+	appendN(t, w, 50, 13)
+
+	req := r.BlockRequest(55)
+	good, data, err := w.Prove(req)
+	require.NoError(t, err)
+	require.NotNil(t, good.Upgrade)
+	require.NotEmpty(t, good.Block.Nodes)
+	before := r.Head()
+
+	clone := func() *merkle.Proof {
+		p := *good
+		b := *good.Block
+		b.Nodes = append([]merkle.Node(nil), good.Block.Nodes...)
+		u := *good.Upgrade
+		u.Nodes = append([]merkle.Node(nil), good.Upgrade.Nodes...)
+		u.Signature = append([]byte(nil), good.Upgrade.Signature...)
+		p.Block, p.Upgrade = &b, &u
+		return &p
+	}
+	type tamper struct {
+		name string
+		edit func(p *merkle.Proof, d []byte) []byte
+	}
+	var cases []tamper
+	for i := range len(data) {
+		cases = append(cases, tamper{fmt.Sprintf("data byte %d", i), func(p *merkle.Proof, d []byte) []byte { d[i] ^= 1; return d }})
+	}
+	cases = append(cases,
+		tamper{"data appended", func(p *merkle.Proof, d []byte) []byte { return append(d, 0) }},
+		tamper{"block index", func(p *merkle.Proof, d []byte) []byte { p.Block.Index++; return d }},
+		tamper{"signature", func(p *merkle.Proof, d []byte) []byte { p.Upgrade.Signature[7] ^= 1; return d }},
+		tamper{"short signature", func(p *merkle.Proof, d []byte) []byte { p.Upgrade.Signature = p.Upgrade.Signature[:63]; return d }},
+		tamper{"length", func(p *merkle.Proof, d []byte) []byte { p.Upgrade.Length++; return d }},
+		tamper{"start", func(p *merkle.Proof, d []byte) []byte { p.Upgrade.Start--; return d }},
+		tamper{"fork", func(p *merkle.Proof, d []byte) []byte { p.Fork++; return d }},
+		tamper{"dropped block node", func(p *merkle.Proof, d []byte) []byte { p.Block.Nodes = p.Block.Nodes[1:]; return d }},
+		tamper{"extra block node", func(p *merkle.Proof, d []byte) []byte {
+			p.Block.Nodes = append(p.Block.Nodes, p.Block.Nodes[0])
+			return d
+		}},
+	)
+	for k := range good.Block.Nodes {
+		cases = append(cases,
+			tamper{fmt.Sprintf("block node %d hash", k), func(p *merkle.Proof, d []byte) []byte { p.Block.Nodes[k].Hash[3] ^= 1; return d }},
+			tamper{fmt.Sprintf("block node %d size", k), func(p *merkle.Proof, d []byte) []byte { p.Block.Nodes[k].Size++; return d }},
+			tamper{fmt.Sprintf("block node %d index", k), func(p *merkle.Proof, d []byte) []byte { p.Block.Nodes[k].Index += 2; return d }},
+		)
+	}
+	for k := range good.Upgrade.Nodes {
+		cases = append(cases,
+			tamper{fmt.Sprintf("upgrade node %d hash", k), func(p *merkle.Proof, d []byte) []byte { p.Upgrade.Nodes[k].Hash[0] ^= 0x80; return d }},
+			tamper{fmt.Sprintf("upgrade node %d size", k), func(p *merkle.Proof, d []byte) []byte { p.Upgrade.Nodes[k].Size-- ; return d }},
+		)
+	}
+	for _, c := range cases {
+		p := clone()
+		d := c.edit(p, append([]byte(nil), data...))
+		err := r.ApplyProof(p, d)
+		require.Error(t, err, c.name)
+		require.True(t, errors.Is(err, feed.ErrInvalidProof) || errors.Is(err, feed.ErrNotAvailable), "%s: %v", c.name, err)
+		require.Equal(t, before, r.Head(), c.name)
+		require.False(t, r.Has(55), c.name)
+	}
+	require.NoError(t, r.Verify(context.Background()))
+	require.NoError(t, r.ApplyProof(good, data))
+	require.True(t, r.Has(55))
+	require.Equal(t, w.Head(), r.Head())
+
+	// A writer takes no proofs.
+	require.ErrorIs(t, w.ApplyProof(good, data), feed.ErrWritable)
+	// A proof for another feed's key fails its signature.
+	other := openFeed(t, t.TempDir(), &feed.Options{Key: feed.KeyOf(mustKey(t))})
+	require.ErrorIs(t, other.ApplyProof(good, data), feed.ErrInvalidProof)
+}
+
+func mustKey(t testing.TB) ed25519.PrivateKey {
+	_, sk, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	return sk
+}
+
+func TestStore(t *testing.T) {
+	root := t.TempDir()
+	s, err := feed.OpenStore(root, nil)
+	require.NoError(t, err)
+	a, err := s.Named("alice")
+	require.NoError(t, err)
+	require.True(t, a.Writable())
+	again, err := s.Named("alice")
+	require.NoError(t, err)
+	require.Same(t, a, again)
+	appendN(t, a, 0, 4)
+	aKey := a.Key()
+
+	b, err := s.Named("bob")
+	require.NoError(t, err)
+	require.NotEqual(t, aKey, b.Key())
+	_, err = s.Named("")
+	require.Error(t, err)
+
+	other := mustKey(t)
+	rep, err := s.Get(feed.KeyOf(other))
+	require.NoError(t, err)
+	require.False(t, rep.Writable())
+
+	_, err = s.Find(feed.KeyOf(mustKey(t)).DiscoveryKey())
+	require.ErrorIs(t, err, feed.ErrNotFound)
+	list, err := s.List()
+	require.NoError(t, err)
+	require.ElementsMatch(t, []feed.DiscoveryKey{aKey.DiscoveryKey(), b.DiscoveryKey(), rep.DiscoveryKey()}, list)
+	require.NoError(t, s.Close())
+	_, err = s.Named("alice")
+	require.ErrorIs(t, err, feed.ErrClosed)
+
+	// A restart derives the same keys and finds the feeds by key or
+	// discovery key, the named ones writable.
+	s, err = feed.OpenStore(root, nil)
+	require.NoError(t, err)
+	defer s.Close()
+	a, err = s.Named("alice")
+	require.NoError(t, err)
+	require.Equal(t, aKey, a.Key())
+	require.Equal(t, uint64(4), a.Len())
+	bb, err := s.Find(b.DiscoveryKey())
+	require.NoError(t, err)
+	require.True(t, bb.Writable())
+	aa, err := s.Get(aKey)
+	require.NoError(t, err)
+	require.Same(t, a, aa)
+
+	// Closing a feed lets the store open it afresh.
+	require.NoError(t, a.Close())
+	a2, err := s.Named("alice")
+	require.NoError(t, err)
+	require.NotSame(t, a, a2)
+	require.Equal(t, uint64(4), a2.Len())
+
+	// The same seed elsewhere derives the same named keys.
+	seeded := filepath.Join(t.TempDir(), "s")
+	s1, err := feed.OpenStore(seeded, &feed.StoreOptions{Seed: bytes.Repeat([]byte{7}, 32)})
+	require.NoError(t, err)
+	defer s1.Close()
+	s2, err := feed.OpenStore(t.TempDir(), &feed.StoreOptions{Seed: bytes.Repeat([]byte{7}, 32)})
+	require.NoError(t, err)
+	defer s2.Close()
+	k1, _ := s1.NamedKey("x")
+	k2, _ := s2.NamedKey("x")
+	require.Equal(t, k1, k2)
+}

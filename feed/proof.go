@@ -1,0 +1,430 @@
+package feed
+
+import (
+	"encoding/binary"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/hyperfeed/hyperfeed/merkle"
+)
+
+// Request is what a replica asks a peer to prove. Build it with
+// BlockRequest or UpgradeRequest on the replica, answer it with Prove on the
+// peer, and give the answer to ApplyProof on the replica.
+type Request struct {
+	Fork   uint64 // the requester's fork
+	Length uint64 // the requester's length
+	// Block asks for one block and the Nodes lowest siblings of its path:
+	// the requester trusts the node above them.
+	Block *BlockRequest
+	// Upgrade asks for the prover's signed head, proved from the requester's
+	// length (or, across a fork, from the longest prefix they share).
+	Upgrade bool
+}
+
+// BlockRequest names a block and how much of its proof path the requester
+// lacks.
+type BlockRequest struct {
+	Index uint64
+	Nodes uint64
+}
+
+// UpgradeRequest returns a request for the newest signed head a peer has.
+func (f *Feed) UpgradeRequest() Request {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return Request{Fork: f.tip.Fork, Length: f.tip.Length, Upgrade: true}
+}
+
+// BlockRequest returns a request for block i, with an upgrade when i is past
+// this feed's length.
+func (f *Feed) BlockRequest(i uint64) Request {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	r := Request{Fork: f.tip.Fork, Length: f.tip.Length, Upgrade: i >= f.tip.Length}
+	// Climb from the leaf until a node this feed already trusts: the proof
+	// needs only the siblings below it. Without one, ask for the whole path
+	// and let the prover stop at its root.
+	nodes := uint64(0)
+	for n := merkle.LeafIndex(i); nodes < 64; n = merkle.Parent(n) {
+		if _, ok := f.trustedLocked(n); ok {
+			break
+		}
+		nodes++
+	}
+	r.Block = &BlockRequest{Index: i, Nodes: nodes}
+	return r
+}
+
+// trustedLocked returns node i if it belongs to the tip's tree and is stored.
+func (f *Feed) trustedLocked(i uint64) (merkle.Node, bool) {
+	if !merkle.Covered(i, f.tip.Length) {
+		return merkle.Node{}, false
+	}
+	for _, r := range f.tipRoots {
+		if r.Index == i {
+			return r, true
+		}
+	}
+	n, err := f.readNode(i)
+	if err != nil || n.IsZero() {
+		return merkle.Node{}, false
+	}
+	return n, true
+}
+
+// Prove answers a peer's request from this feed's signed head. It returns the
+// proof and, when a block was asked for, its data. A request from an older
+// fork gets only an upgrade, from the longest prefix both histories share:
+// the requester must ask again for blocks once it has moved to this fork.
+func (f *Feed) Prove(req Request) (*merkle.Proof, []byte, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return nil, nil, fmt.Errorf("feed: prove: %w", ErrClosed)
+	}
+	h := &f.head
+	if req.Fork > h.Fork {
+		return nil, nil, fmt.Errorf("feed: prove: %w: requester is at fork %d, this feed at %d", ErrNotAvailable, req.Fork, h.Fork)
+	}
+	p := &merkle.Proof{Fork: h.Fork}
+	start := h.commonLength(req.Fork, req.Length)
+	if req.Upgrade || req.Fork != h.Fork {
+		if req.Fork == h.Fork && req.Length >= h.Length {
+			if req.Block == nil {
+				return nil, nil, fmt.Errorf("feed: prove: %w: requester's length %d is not behind %d", ErrNotAvailable, req.Length, h.Length)
+			}
+		} else {
+			u, err := f.proveUpgrade(start)
+			if err != nil {
+				return nil, nil, fmt.Errorf("feed: prove: %w", err)
+			}
+			p.Upgrade = u
+		}
+	}
+	if req.Fork != h.Fork || req.Block == nil {
+		return p, nil, nil
+	}
+	b, data, err := f.proveBlock(req.Block)
+	if err != nil {
+		return nil, nil, fmt.Errorf("feed: prove: %w", err)
+	}
+	p.Block = b
+	return p, data, nil
+}
+
+func (f *Feed) proveUpgrade(start uint64) (*merkle.UpgradeProof, error) {
+	if len(f.head.Signature) == 0 {
+		return nil, fmt.Errorf("%w: no signed head", ErrNotAvailable)
+	}
+	u := &merkle.UpgradeProof{Start: start, Length: f.head.Length, Signature: slices.Clone(f.head.Signature)}
+	for _, i := range merkle.UpgradeNodes(start, f.head.Length) {
+		n, err := f.nodeLocked(i)
+		if err != nil {
+			return nil, err
+		}
+		u.Nodes = append(u.Nodes, n)
+	}
+	return u, nil
+}
+
+func (f *Feed) proveBlock(req *BlockRequest) (*merkle.BlockProof, []byte, error) {
+	i := req.Index
+	if i >= f.head.Length {
+		return nil, nil, fmt.Errorf("block %d: %w: length is %d", i, ErrOutOfRange, f.head.Length)
+	}
+	if !f.has(i) {
+		return nil, nil, fmt.Errorf("block %d: %w", i, ErrNotAvailable)
+	}
+	data, err := f.readBlock(i)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The path ends at the requester's trusted node or at a root of this
+	// head, whichever comes first.
+	b := &merkle.BlockProof{Index: i}
+	roots := merkle.Roots(f.head.Length)
+	for n := merkle.LeafIndex(i); uint64(len(b.Nodes)) < req.Nodes && !slices.Contains(roots, n); n = merkle.Parent(n) {
+		s, err := f.nodeLocked(merkle.Sibling(n))
+		if err != nil {
+			return nil, nil, err
+		}
+		b.Nodes = append(b.Nodes, s)
+	}
+	return b, data, nil
+}
+
+// nodeLocked reads stored node i of the head's tree.
+func (f *Feed) nodeLocked(i uint64) (merkle.Node, error) {
+	n, err := f.readNode(i)
+	if err != nil {
+		return n, err
+	}
+	if n.IsZero() {
+		return n, fmt.Errorf("%w: node %d", ErrNotAvailable, i)
+	}
+	return n, nil
+}
+
+// ApplyProof verifies a peer's proof, with the block's data when it proves
+// one, and stores what it establishes: a new signed head, the block, and the
+// tree nodes on the way. Nothing is stored unless all of it verifies. A proof
+// from a newer fork moves the replica to that fork, dropping the blocks past
+// the prefix both histories share.
+func (f *Feed) ApplyProof(p *merkle.Proof, data []byte) error {
+	if err := f.applyProof(p, data); err != nil {
+		return fmt.Errorf("feed: apply proof: %w", err)
+	}
+	return nil
+}
+
+func (f *Feed) applyProof(p *merkle.Proof, data []byte) error {
+	if p == nil {
+		return fmt.Errorf("%w: nil proof", ErrInvalidProof)
+	}
+	if len(data) > MaxBlockSize {
+		return fmt.Errorf("%w: %d bytes", ErrBlockTooLarge, len(data))
+	}
+	var seq uint64
+	if f.sync && p.Upgrade != nil && p.Fork != f.Fork() {
+		// A fork change rewrites the files under the head: keep the group
+		// commit out, as Truncate does.
+		release, err := f.commit.exclusive()
+		if err != nil {
+			return err
+		}
+		defer func() { release(seq) }()
+	}
+	f.mu.Lock()
+	switch {
+	case f.closed:
+		f.mu.Unlock()
+		return ErrClosed
+	case f.secret != nil:
+		f.mu.Unlock()
+		return ErrWritable
+	case f.failed != nil:
+		err := f.failed
+		f.mu.Unlock()
+		return fmt.Errorf("%w: %v", ErrFailed, err)
+	}
+	next, events, err := f.applyLocked(p, data)
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	seq = next.Seq
+	if f.sync {
+		if err := f.commit.wait(f, next.Seq); err != nil {
+			return err
+		}
+	}
+	for _, e := range events {
+		if e.Kind == EventBlock {
+			f.notify.wake(e.Index)
+		}
+		f.notify.emit(e)
+	}
+	return nil
+}
+
+func (f *Feed) applyLocked(p *merkle.Proof, data []byte) (next header, events []Event, err error) {
+	tip := &f.tip
+	if p.Fork < tip.Fork {
+		return next, nil, fmt.Errorf("%w: proof is from fork %d, feed is at %d", ErrStaleFork, p.Fork, tip.Fork)
+	}
+	forkChange := p.Fork > tip.Fork
+	if forkChange && p.Upgrade == nil {
+		return next, nil, fmt.Errorf("%w: fork %d without an upgrade", ErrInvalidProof, p.Fork)
+	}
+	if f.sync && forkChange {
+		if err := f.settleLocked(); err != nil {
+			f.failed = err
+			return next, nil, err
+		}
+	}
+
+	// Verify everything before touching storage.
+	keep := tip.Length // the prefix of the old tree that stays trusted
+	roots := f.tipRoots
+	established := map[uint64]merkle.Node{}
+	upgraded := false
+	if u := p.Upgrade; u != nil && (forkChange || u.Length > tip.Length) {
+		if u.Start > tip.Length {
+			return next, nil, fmt.Errorf("%w: upgrade starts at %d, past this feed's length %d", ErrInvalidProof, u.Start, tip.Length)
+		}
+		startRoots, err := merkle.RootsFrom(u.Start, f.trustedLocked)
+		if err != nil {
+			return next, nil, fmt.Errorf("%w: %v", ErrNotAvailable, err)
+		}
+		newRoots, nodes, err := u.Verify(f.key, p.Fork, startRoots)
+		if err != nil {
+			return next, nil, err
+		}
+		for _, n := range nodes {
+			established[n.Index] = n
+		}
+		for _, n := range newRoots {
+			established[n.Index] = n
+		}
+		roots, upgraded = newRoots, true
+		if forkChange {
+			keep = u.Start
+		}
+	}
+	length := tip.Length
+	if upgraded {
+		length = p.Upgrade.Length
+	}
+	trusted := func(i uint64) (merkle.Node, bool) {
+		if n, ok := established[i]; ok {
+			return n, merkle.Covered(i, length)
+		}
+		if !merkle.Covered(i, keep) {
+			return merkle.Node{}, false
+		}
+		return f.trustedLocked(i)
+	}
+	if b := p.Block; b != nil {
+		if b.Index >= length {
+			return next, nil, fmt.Errorf("%w: block %d past length %d", ErrInvalidProof, b.Index, length)
+		}
+		nodes, err := b.Verify(data, trusted)
+		if err != nil {
+			return next, nil, err
+		}
+		for _, n := range nodes {
+			established[n.Index] = n
+		}
+	} else if p.Upgrade == nil {
+		return next, nil, fmt.Errorf("%w: proof holds neither a block nor a head", ErrInvalidProof)
+	} else if !upgraded {
+		return next, nil, fmt.Errorf("%w: upgrade to %d, feed is at %d", ErrStale, p.Upgrade.Length, tip.Length)
+	}
+
+	// Everything verified: store it.
+	next = *tip
+	if forkChange {
+		// First cut the old history back to what both share, under an unsigned
+		// head that names only that prefix, so a crash from here on reopens a
+		// consistent feed.
+		cut := next
+		cut.Seq++
+		cut.Length = keep
+		cutRoots, err := merkle.RootsFrom(keep, f.trustedLocked)
+		if err != nil {
+			return next, nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		cut.ByteLength = 0
+		for _, r := range cutRoots {
+			cut.ByteLength += r.Size
+		}
+		cut.TreeHash = merkle.TreeHash(cutRoots)
+		cut.Signature = nil
+		cut.Forks = slices.Clone(cut.Forks)
+		cut.addFork(tip.Fork, p.Fork, keep)
+		if err := writeHeader(f.files.header, &cut, f.sync); err != nil {
+			f.failed = err
+			return next, nil, err
+		}
+		f.head, f.roots, f.tip, f.tipRoots = cut, cutRoots, cut, cutRoots
+		if err := f.trim(keep); err != nil {
+			f.failed = err
+			return next, nil, err
+		}
+		next = cut
+		events = append(events, Event{Kind: EventTruncate, Length: keep, Fork: p.Fork})
+	}
+	if upgraded {
+		next.Fork = p.Fork
+		next.Length = p.Upgrade.Length
+		next.TreeHash = merkle.TreeHash(roots)
+		next.Signature = slices.Clone(p.Upgrade.Signature)
+		next.ByteLength = 0
+		for _, r := range roots {
+			next.ByteLength += r.Size
+		}
+		next.Seq++
+		events = append(events, Event{Kind: EventAppend, Length: next.Length, Fork: next.Fork})
+	} else if f.sync {
+		next.Seq++ // the group commit waits on a sequence number
+	}
+	if err := f.writeNodes(established); err != nil {
+		return next, nil, err
+	}
+	var added blockRange
+	if b := p.Block; b != nil {
+		off, err := f.offsetOf(b.Index, roots, established)
+		if err != nil {
+			return next, nil, err
+		}
+		if _, err := f.files.data.WriteAt(data, int64(off)); err != nil {
+			return next, nil, err
+		}
+		var ob [8]byte
+		binary.LittleEndian.PutUint64(ob[:], off)
+		if _, err := f.files.index.WriteAt(ob[:], int64(b.Index)*8); err != nil {
+			return next, nil, err
+		}
+		added = blockRange{b.Index, b.Index + 1}
+		events = append(events, Event{Kind: EventBlock, Index: b.Index, Length: next.Length, Fork: next.Fork})
+	}
+	if next.Seq == tip.Seq {
+		// A block under the current head: no new header, only its bit.
+		f.bits.setRange(added.start, added.end, true)
+		return next, events, f.bits.flush(f.files.bits)
+	}
+	return next, events, f.commitLocked(&next, roots, added)
+}
+
+// writeNodes stores verified nodes, highest index first, so that trim finds
+// the tree file longer than the head if a crash stops the write before its
+// header.
+func (f *Feed) writeNodes(nodes map[uint64]merkle.Node) error {
+	var b [merkle.NodeSize]byte
+	for _, i := range slices.Backward(slices.Sorted(maps.Keys(nodes))) {
+		n := nodes[i]
+		n.Put(b[:])
+		if _, err := f.files.tree.WriteAt(b[:], int64(i)*merkle.NodeSize); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// offsetOf returns the byte offset of block i in a tree with the given roots:
+// the sizes of the roots left of its root, and of every left child on the way
+// down to it.
+func (f *Feed) offsetOf(i uint64, roots []merkle.Node, established map[uint64]merkle.Node) (uint64, error) {
+	leaf := merkle.LeafIndex(i)
+	var off uint64
+	for _, r := range roots {
+		lo, hi := merkle.Spans(r.Index)
+		if leaf > hi {
+			off += r.Size
+			continue
+		}
+		if leaf < lo {
+			break
+		}
+		for n := r.Index; n != leaf; {
+			l, rt, _ := merkle.Children(n)
+			if _, lhi := merkle.Spans(l); leaf <= lhi {
+				n = l
+				continue
+			}
+			ln, ok := established[l]
+			if !ok {
+				var err error
+				if ln, err = f.nodeLocked(l); err != nil {
+					return 0, fmt.Errorf("%w: offset of block %d: %v", ErrCorrupt, i, err)
+				}
+			}
+			off += ln.Size
+			n = rt
+		}
+		return off, nil
+	}
+	return 0, fmt.Errorf("%w: block %d under no root", ErrCorrupt, i)
+}

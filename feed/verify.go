@@ -1,0 +1,113 @@
+package feed
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/hyperfeed/hyperfeed/merkle"
+)
+
+// verifyChunk is how many tree nodes Verify reads at a time. A power of two,
+// so a chunk holds whole subtrees and most children are found inside it.
+const verifyChunk = 1 << 16
+
+// Verify checks everything the feed holds against its signed head: the
+// signature, the roots, every stored node against its children, and every
+// stored block against its leaf. It reads the whole feed and holds off
+// writers meanwhile. A failure is ErrCorrupt, naming the first bad block or
+// node.
+func (f *Feed) Verify(ctx context.Context) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return fmt.Errorf("feed: verify: %w", ErrClosed)
+	}
+	if err := f.verifyLocked(ctx); err != nil {
+		return fmt.Errorf("feed: verify: %w", err)
+	}
+	return nil
+}
+
+func (f *Feed) verifyLocked(ctx context.Context) error {
+	h := &f.head
+	if merkle.TreeHash(f.roots) != h.TreeHash {
+		return fmt.Errorf("%w: roots do not match the tree hash", ErrCorrupt)
+	}
+	if len(h.Signature) > 0 && !merkle.VerifySignature(f.key, h.TreeHash, h.Length, h.Fork, h.Signature) {
+		return fmt.Errorf("%w: head signature does not verify", ErrCorrupt)
+	}
+	for _, r := range f.roots {
+		n, err := f.readNode(r.Index)
+		if err != nil {
+			return err
+		}
+		if n != r {
+			return fmt.Errorf("%w: stored root %d differs from the head's", ErrCorrupt, r.Index)
+		}
+	}
+	writer := f.secret != nil
+	end := 2 * h.Length // nodes [0, end) may belong to the head's tree
+	buf := make([]byte, verifyChunk*merkle.NodeSize)
+	for base := uint64(0); base < end; base += verifyChunk {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		count := min(uint64(verifyChunk), end-base)
+		chunk := buf[:count*merkle.NodeSize]
+		n, err := f.files.tree.ReadAt(chunk, int64(base)*merkle.NodeSize)
+		if err != nil && err != io.EOF {
+			return err
+		}
+		clear(chunk[n:]) // past the end of the file: absent
+		node := func(i uint64) (merkle.Node, error) {
+			if i >= base && i < base+count {
+				return merkle.ReadNode(i, chunk[(i-base)*merkle.NodeSize:]), nil
+			}
+			return f.readNode(i)
+		}
+		for i := base; i < base+count; i++ {
+			if !merkle.Covered(i, h.Length) {
+				continue
+			}
+			if merkle.Depth(i) == 0 {
+				if b := i / 2; f.bits.get(b) {
+					if _, err := f.readBlock(b); err != nil {
+						return err
+					}
+				} else if writer {
+					return fmt.Errorf("%w: bitfield lacks block %d", ErrCorrupt, b)
+				}
+				continue
+			}
+			nd, _ := node(i)
+			if nd.IsZero() {
+				if writer {
+					return fmt.Errorf("%w: node %d missing", ErrCorrupt, i)
+				}
+				continue
+			}
+			l, r, _ := merkle.Children(i)
+			ln, err := node(l)
+			if err != nil {
+				return err
+			}
+			rn, err := node(r)
+			if err != nil {
+				return err
+			}
+			if ln.IsZero() || rn.IsZero() {
+				// A replica stores a node without its children when the node
+				// came as a sibling in a proof; its parent vouches for it.
+				if writer {
+					return fmt.Errorf("%w: children of node %d missing", ErrCorrupt, i)
+				}
+				continue
+			}
+			if ln.Size+rn.Size != nd.Size || merkle.ParentHash(ln, rn) != nd.Hash {
+				return fmt.Errorf("%w: node %d does not match its children", ErrCorrupt, i)
+			}
+		}
+	}
+	return nil
+}
