@@ -449,7 +449,7 @@ func (f *Feed) Get(ctx context.Context, i uint64) ([]byte, error) {
 			return nil, fmt.Errorf("feed: get %d: %w", i, ErrClosed)
 		}
 		if f.has(i) {
-			b, err := f.readBlock(i)
+			b, _, err := f.readBlock(i)
 			f.mu.RUnlock()
 			if err != nil {
 				return nil, fmt.Errorf("feed: get %d: %w", i, err)
@@ -478,32 +478,33 @@ func (f *Feed) Get(ctx context.Context, i uint64) ([]byte, error) {
 	}
 }
 
-// readBlock reads block i and checks it against its leaf node. The caller
-// holds mu and has checked that the feed holds the block.
-func (f *Feed) readBlock(i uint64) ([]byte, error) {
+// readBlock reads block i and checks it against its leaf node, which it
+// returns too. The caller holds mu and has checked that the feed holds the
+// block.
+func (f *Feed) readBlock(i uint64) ([]byte, merkle.Node, error) {
 	leaf, err := f.readNode(merkle.LeafIndex(i))
 	if err != nil {
-		return nil, err
+		return nil, leaf, err
 	}
 	if leaf.IsZero() || leaf.Size > MaxBlockSize {
-		return nil, fmt.Errorf("%w: leaf node of block %d is missing or damaged", ErrCorrupt, i)
+		return nil, leaf, fmt.Errorf("%w: leaf node of block %d is missing or damaged", ErrCorrupt, i)
 	}
 	var ob [8]byte
 	if _, err := f.files.index.ReadAt(ob[:], int64(i)*8); err != nil {
-		return nil, fmt.Errorf("%w: index of block %d: %v", ErrCorrupt, i, err)
+		return nil, leaf, fmt.Errorf("%w: index of block %d: %v", ErrCorrupt, i, err)
 	}
 	off := binary.LittleEndian.Uint64(ob[:])
 	if off > f.head.ByteLength || leaf.Size > f.head.ByteLength-off {
-		return nil, fmt.Errorf("%w: block %d indexed at byte %d, past the feed's end", ErrCorrupt, i, off)
+		return nil, leaf, fmt.Errorf("%w: block %d indexed at byte %d, past the feed's end", ErrCorrupt, i, off)
 	}
 	data := make([]byte, leaf.Size)
 	if n, err := f.files.data.ReadAt(data, int64(off)); n < len(data) {
-		return nil, fmt.Errorf("%w: block %d: short read: %v", ErrCorrupt, i, err)
+		return nil, leaf, fmt.Errorf("%w: block %d: short read: %v", ErrCorrupt, i, err)
 	}
 	if merkle.LeafHash(data) != leaf.Hash {
-		return nil, fmt.Errorf("%w: block %d does not match its hash", ErrCorrupt, i)
+		return nil, leaf, fmt.Errorf("%w: block %d does not match its hash", ErrCorrupt, i)
 	}
-	return data, nil
+	return data, leaf, nil
 }
 
 // Seek returns the block that holds byte offset off of the feed, and the

@@ -510,7 +510,7 @@ func TestTamperedProofsRejected(t *testing.T) {
 	for k := range good.Upgrade.Nodes {
 		cases = append(cases,
 			tamper{fmt.Sprintf("upgrade node %d hash", k), func(p *merkle.Proof, d []byte) []byte { p.Upgrade.Nodes[k].Hash[0] ^= 0x80; return d }},
-			tamper{fmt.Sprintf("upgrade node %d size", k), func(p *merkle.Proof, d []byte) []byte { p.Upgrade.Nodes[k].Size-- ; return d }},
+			tamper{fmt.Sprintf("upgrade node %d size", k), func(p *merkle.Proof, d []byte) []byte { p.Upgrade.Nodes[k].Size--; return d }},
 		)
 	}
 	for _, c := range cases {

@@ -126,6 +126,19 @@ func (f *Feed) proveUpgrade(start uint64) (*merkle.UpgradeProof, error) {
 		}
 		u.Nodes = append(u.Nodes, n)
 	}
+	// Check the proof against this feed's own roots, so that a damaged node
+	// is reported here rather than sent.
+	startRoots, err := merkle.RootsFrom(start, func(i uint64) (merkle.Node, bool) {
+		n, err := f.nodeLocked(i)
+		return n, err == nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotAvailable, err)
+	}
+	roots, _, err := u.Rebuild(startRoots)
+	if err != nil || !slices.Equal(roots, f.roots) {
+		return nil, fmt.Errorf("%w: stored nodes do not rebuild the head from length %d", ErrCorrupt, start)
+	}
 	return u, nil
 }
 
@@ -137,20 +150,32 @@ func (f *Feed) proveBlock(req *BlockRequest) (*merkle.BlockProof, []byte, error)
 	if !f.has(i) {
 		return nil, nil, fmt.Errorf("block %d: %w", i, ErrNotAvailable)
 	}
-	data, err := f.readBlock(i)
+	data, cur, err := f.readBlock(i)
 	if err != nil {
 		return nil, nil, err
 	}
 	// The path ends at the requester's trusted node or at a root of this
-	// head, whichever comes first.
+	// head, whichever comes first. Climbing it here as well checks the nodes
+	// against the stored node at the top, so damage is reported, not sent.
 	b := &merkle.BlockProof{Index: i}
 	roots := merkle.Roots(f.head.Length)
-	for n := merkle.LeafIndex(i); uint64(len(b.Nodes)) < req.Nodes && !slices.Contains(roots, n); n = merkle.Parent(n) {
-		s, err := f.nodeLocked(merkle.Sibling(n))
+	for uint64(len(b.Nodes)) < req.Nodes && !slices.Contains(roots, cur.Index) {
+		s, err := f.nodeLocked(merkle.Sibling(cur.Index))
 		if err != nil {
 			return nil, nil, err
 		}
 		b.Nodes = append(b.Nodes, s)
+		if merkle.IsLeft(cur.Index) {
+			cur = merkle.ParentOf(cur, s)
+		} else {
+			cur = merkle.ParentOf(s, cur)
+		}
+	}
+	if len(b.Nodes) > 0 {
+		top, err := f.nodeLocked(cur.Index)
+		if err != nil || top != cur {
+			return nil, nil, fmt.Errorf("%w: proof path of block %d does not match stored node %d", ErrCorrupt, i, cur.Index)
+		}
 	}
 	return b, data, nil
 }

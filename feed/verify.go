@@ -68,11 +68,16 @@ func (f *Feed) verifyLocked(ctx context.Context) error {
 		}
 		for i := base; i < base+count; i++ {
 			if !merkle.Covered(i, h.Length) {
+				// Parents that reach past the head are never stored (trim
+				// and the writes keep them zero), so anything here is damage.
+				if nd, _ := node(i); !nd.IsZero() {
+					return fmt.Errorf("%w: node %d is past the head but not empty", ErrCorrupt, i)
+				}
 				continue
 			}
 			if merkle.Depth(i) == 0 {
 				if b := i / 2; f.bits.get(b) {
-					if _, err := f.readBlock(b); err != nil {
+					if _, _, err := f.readBlock(b); err != nil {
 						return err
 					}
 				} else if writer {

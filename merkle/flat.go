@@ -4,7 +4,8 @@ import "math/bits"
 
 // MaxLength is the largest number of blocks a tree may hold. It keeps every
 // flat-tree index, span and byte count inside uint64 arithmetic; functions in
-// this package are defined for indices below 2*MaxLength.
+// this package are defined for indices below 2*MaxLength-1, the nodes of a
+// tree of MaxLength blocks.
 const MaxLength = 1 << 62
 
 // Depth returns the height of node i above the leaves: the number of trailing

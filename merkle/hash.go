@@ -44,8 +44,19 @@ func sum(h hash.Hash) (out [32]byte) {
 	return out
 }
 
+// smallLeaf is the largest block LeafHash hashes from a stack buffer; larger
+// ones go through a pooled hasher, whose allocation no longer matters.
+const smallLeaf = 4096
+
 // LeafHash returns the hash of a block: BLAKE2b-256(0x00 ‖ u64le(len(data)) ‖ data).
 func LeafHash(data []byte) [32]byte {
+	if len(data) <= smallLeaf {
+		var buf [9 + smallLeaf]byte
+		buf[0] = leafType
+		binary.LittleEndian.PutUint64(buf[1:], uint64(len(data)))
+		n := copy(buf[9:], data)
+		return blake2b.Sum256(buf[:9+n])
+	}
 	var hdr [9]byte
 	hdr[0] = leafType
 	binary.LittleEndian.PutUint64(hdr[1:], uint64(len(data)))
@@ -80,16 +91,28 @@ func ParentOf(left, right Node) Node {
 // TreeHash returns the hash that a signature covers: BLAKE2b-256 of 0x02
 // followed by hash ‖ u64le(index) ‖ u64le(size) for each root, left to right.
 func TreeHash(roots []Node) [32]byte {
-	h := getHasher()
-	h.Write([]byte{rootType})
-	var buf [48]byte
-	for _, r := range roots {
-		copy(buf[:32], r.Hash[:])
-		binary.LittleEndian.PutUint64(buf[32:], r.Index)
-		binary.LittleEndian.PutUint64(buf[40:], r.Size)
-		h.Write(buf[:])
+	// A valid tree has at most one root per bit of its length; the buffer
+	// takes that many and a longer list goes through a pooled hasher.
+	var buf [1 + 64*48]byte
+	if len(roots) > 64 {
+		h := getHasher()
+		h.Write([]byte{rootType})
+		for _, r := range roots {
+			h.Write(appendRoot(buf[:0], r))
+		}
+		return sum(h)
 	}
-	return sum(h)
+	b := append(buf[:0], rootType)
+	for _, r := range roots {
+		b = appendRoot(b, r)
+	}
+	return blake2b.Sum256(b)
+}
+
+func appendRoot(b []byte, r Node) []byte {
+	b = append(b, r.Hash[:]...)
+	b = binary.LittleEndian.AppendUint64(b, r.Index)
+	return binary.LittleEndian.AppendUint64(b, r.Size)
 }
 
 // Signable returns the bytes a feed's key signs for a tree of the given length

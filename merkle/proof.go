@@ -43,6 +43,7 @@ type UpgradeProof struct {
 // BlockPath returns the indices of the first n siblings on the way up from
 // block b's leaf: the nodes a BlockProof of n nodes carries.
 func BlockPath(b uint64, n int) []uint64 {
+	n = max(0, min(n, 64)) // no tree is deeper
 	path := make([]uint64, 0, n)
 	for i := LeafIndex(b); len(path) < n; i = Parent(i) {
 		path = append(path, Sibling(i))
@@ -130,6 +131,20 @@ func lastRootUnder(roots []uint64, r uint64) (uint64, bool) {
 // Signature signs their tree hash with the given fork. It returns the new
 // roots and every other node it established.
 func (p *UpgradeProof) Verify(key [32]byte, fork uint64, startRoots []Node) (roots, nodes []Node, err error) {
+	roots, nodes, err = p.Rebuild(startRoots)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !VerifySignature(key, TreeHash(roots), p.Length, fork, p.Signature) {
+		return nil, nil, fmt.Errorf("%w: signature does not match the head of length %d, fork %d", ErrInvalidProof, p.Length, fork)
+	}
+	return roots, nodes, nil
+}
+
+// Rebuild is Verify without the signature: it returns the roots of p.Length
+// that the proof's nodes and startRoots make, and the other nodes on the way.
+// A prover uses it to check a proof against its own roots before sending it.
+func (p *UpgradeProof) Rebuild(startRoots []Node) (roots, nodes []Node, err error) {
 	if p.Start > p.Length || p.Length > MaxLength {
 		return nil, nil, fmt.Errorf("%w: upgrade from %d to %d", ErrInvalidProof, p.Start, p.Length)
 	}
@@ -215,9 +230,6 @@ func (p *UpgradeProof) Verify(key [32]byte, fork uint64, startRoots []Node) (roo
 			return nil, nil, fmt.Errorf("%w: byte length overflows", ErrInvalidProof)
 		}
 		total += r.Size
-	}
-	if !VerifySignature(key, TreeHash(roots), p.Length, fork, p.Signature) {
-		return nil, nil, fmt.Errorf("%w: signature does not match the head of length %d, fork %d", ErrInvalidProof, p.Length, fork)
 	}
 	return roots, nodes, nil
 }
