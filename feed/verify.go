@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/hyperfeed/hyperfeed/merkle"
 )
@@ -47,6 +48,7 @@ func (f *Feed) verifyLocked(ctx context.Context) error {
 		}
 	}
 	writer := f.secret != nil
+	roots := merkle.Roots(h.Length)
 	end := 2 * h.Length // nodes [0, end) may belong to the head's tree
 	buf := make([]byte, verifyChunk*merkle.NodeSize)
 	for base := uint64(0); base < end; base += verifyChunk {
@@ -75,6 +77,7 @@ func (f *Feed) verifyLocked(ctx context.Context) error {
 				}
 				continue
 			}
+			nd, _ := node(i)
 			if merkle.Depth(i) == 0 {
 				if b := i / 2; f.bits.get(b) {
 					if _, _, err := f.readBlock(b); err != nil {
@@ -83,13 +86,21 @@ func (f *Feed) verifyLocked(ctx context.Context) error {
 				} else if writer {
 					return fmt.Errorf("%w: bitfield lacks block %d", ErrCorrupt, b)
 				}
-				continue
 			}
-			nd, _ := node(i)
 			if nd.IsZero() {
 				if writer {
 					return fmt.Errorf("%w: node %d missing", ErrCorrupt, i)
 				}
+				continue
+			}
+			// Every stored node is vouched for: a root by the tree hash, any
+			// other by its parent, which every proof stores with it.
+			if !slices.Contains(roots, i) {
+				if p, err := node(merkle.Parent(i)); err != nil || p.IsZero() {
+					return fmt.Errorf("%w: node %d is stored without its parent", ErrCorrupt, i)
+				}
+			}
+			if merkle.Depth(i) == 0 {
 				continue
 			}
 			l, r, _ := merkle.Children(i)
@@ -101,7 +112,10 @@ func (f *Feed) verifyLocked(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if ln.IsZero() || rn.IsZero() {
+			if ln.IsZero() != rn.IsZero() {
+				return fmt.Errorf("%w: node %d has one child stored", ErrCorrupt, i)
+			}
+			if ln.IsZero() {
 				// A replica stores a node without its children when the node
 				// came as a sibling in a proof; its parent vouches for it.
 				if writer {
