@@ -25,6 +25,13 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// forModes runs a test with the default durability and with Sync.
+func forModes(t *testing.T, test func(t *testing.T, syncMode bool)) {
+	for _, m := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sync=%v", m), func(t *testing.T) { test(t, m) })
+	}
+}
+
 func openFeed(t testing.TB, dir string, o *feed.Options) *feed.Feed {
 	t.Helper()
 	f, err := feed.Open(dir, o)
@@ -188,9 +195,11 @@ func TestSeek(t *testing.T) {
 	}
 }
 
-func TestTruncate(t *testing.T) {
+func TestTruncate(t *testing.T) { forModes(t, testTruncate) }
+
+func testTruncate(t *testing.T, syncMode bool) {
 	dir := t.TempDir()
-	f, err := feed.Open(dir, nil)
+	f, err := feed.Open(dir, &feed.Options{Sync: syncMode})
 	require.NoError(t, err)
 	appendN(t, f, 0, 10)
 	require.ErrorIs(t, f.Truncate(11), feed.ErrOutOfRange)
@@ -215,7 +224,7 @@ func TestTruncate(t *testing.T) {
 	head := f.Head()
 	require.NoError(t, f.Close())
 
-	f = openFeed(t, dir, nil)
+	f = openFeed(t, dir, &feed.Options{Sync: syncMode})
 	require.Equal(t, head, f.Head())
 	require.NoError(t, f.Verify(ctx))
 }
@@ -299,13 +308,15 @@ func replicate(t testing.TB, w, r *feed.Feed, rng *rand.Rand) {
 	}
 }
 
-func TestReplicaFromProofs(t *testing.T) {
+func TestReplicaFromProofs(t *testing.T) { forModes(t, testReplicaFromProofs) }
+
+func testReplicaFromProofs(t *testing.T, syncMode bool) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	w := openFeed(t, t.TempDir(), nil)
+	w := openFeed(t, t.TempDir(), &feed.Options{Sync: syncMode})
 	appendN(t, w, 0, 1)
 	appendN(t, w, 1, 200)
 	rdir := t.TempDir()
-	r := openFeed(t, rdir, &feed.Options{Key: w.Key()})
+	r := openFeed(t, rdir, &feed.Options{Key: w.Key(), Sync: syncMode})
 
 	// An upgrade alone gives the head but no blocks.
 	p, _, err := w.Prove(r.UpgradeRequest())
@@ -339,22 +350,24 @@ func TestReplicaFromProofs(t *testing.T) {
 	require.Equal(t, w.ByteLen(), r.ByteLen())
 	head := r.Head()
 	require.NoError(t, r.Close())
-	r = openFeed(t, rdir, nil)
+	r = openFeed(t, rdir, &feed.Options{Sync: syncMode})
 	require.Equal(t, head, r.Head())
 	require.False(t, r.Writable())
 	require.NoError(t, r.Verify(ctx))
 
 	// A replica can serve another replica.
-	r2 := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+	r2 := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key(), Sync: syncMode})
 	replicate(t, r, r2, rng)
 	require.Equal(t, w.Head(), r2.Head())
 	require.NoError(t, r2.Verify(ctx))
 }
 
-func TestSparseReplicaGetWaits(t *testing.T) {
-	w := openFeed(t, t.TempDir(), nil)
+func TestSparseReplicaGetWaits(t *testing.T) { forModes(t, testSparseReplicaGetWaits) }
+
+func testSparseReplicaGetWaits(t *testing.T, syncMode bool) {
+	w := openFeed(t, t.TempDir(), &feed.Options{Sync: syncMode})
 	appendN(t, w, 0, 64)
-	r := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+	r := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key(), Sync: syncMode})
 
 	wants := make(chan uint64, 16)
 	r.Subscribe(func(e feed.Event) {
@@ -395,11 +408,13 @@ func TestSparseReplicaGetWaits(t *testing.T) {
 	require.ErrorIs(t, <-done, feed.ErrClosed)
 }
 
-func TestReplicaFollowsFork(t *testing.T) {
+func TestReplicaFollowsFork(t *testing.T) { forModes(t, testReplicaFollowsFork) }
+
+func testReplicaFollowsFork(t *testing.T, syncMode bool) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	w := openFeed(t, t.TempDir(), nil)
+	w := openFeed(t, t.TempDir(), &feed.Options{Sync: syncMode})
 	appendN(t, w, 0, 20)
-	r := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+	r := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key(), Sync: syncMode})
 	replicate(t, w, r, rng)
 
 	require.NoError(t, w.Truncate(12))
@@ -433,7 +448,7 @@ func TestReplicaFollowsFork(t *testing.T) {
 	require.ErrorIs(t, r.ApplyProof(&merkle.Proof{Fork: 0}, nil), feed.ErrStaleFork)
 
 	// Two more truncations; a replica two forks behind still catches up.
-	r2 := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+	r2 := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key(), Sync: syncMode})
 	replicate(t, w, r2, rng)
 	require.NoError(t, w.Truncate(3))
 	appendN(t, w, 100, 2)

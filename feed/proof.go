@@ -212,9 +212,10 @@ func (f *Feed) applyProof(p *merkle.Proof, data []byte) error {
 		return fmt.Errorf("%w: %d bytes", ErrBlockTooLarge, len(data))
 	}
 	var seq uint64
-	if f.sync && p.Upgrade != nil && p.Fork != f.Fork() {
+	inline := f.sync && p.Upgrade != nil && p.Fork != f.Fork()
+	if inline {
 		// A fork change rewrites the files under the head: keep the group
-		// commit out, as Truncate does.
+		// commit out and sync here, as Truncate does.
 		release, err := f.commit.exclusive()
 		if err != nil {
 			return err
@@ -235,12 +236,20 @@ func (f *Feed) applyProof(p *merkle.Proof, data []byte) error {
 		return fmt.Errorf("%w: %v", ErrFailed, err)
 	}
 	next, events, err := f.applyLocked(p, data)
+	if err == nil && inline {
+		if err = f.settleLocked(); err == nil {
+			err = writeHeader(f.files.header, &f.head, true)
+		}
+		if err != nil {
+			f.failed = err
+		}
+	}
 	f.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	seq = next.Seq
-	if f.sync {
+	if f.sync && !inline {
 		if err := f.commit.wait(f, next.Seq); err != nil {
 			return err
 		}
