@@ -25,8 +25,9 @@ type page [pageBytes]byte
 // bitfield records which blocks a feed holds. It lives in memory and is
 // written back a page at a time.
 type bitfield struct {
-	pages []*page // nil: all zero
-	dirty map[int]bool
+	pages    []*page // nil: all zero
+	dirty    map[int]bool
+	unsynced bool // pages were written since the file was last synced
 }
 
 func newBitfield() *bitfield { return &bitfield{dirty: map[int]bool{}} }
@@ -59,15 +60,20 @@ func (b *bitfield) setRange(start, end uint64, v bool) {
 		}
 		pg := b.pages[p]
 		stop := min(end, uint64(p+1)*pageBits)
+		changed := false
 		for ; i < stop; i++ {
 			j := i % pageBits
+			old := pg[j/8]
 			if v {
 				pg[j/8] |= 1 << (j % 8)
 			} else {
 				pg[j/8] &^= 1 << (j % 8)
 			}
+			changed = changed || pg[j/8] != old
 		}
-		b.dirty[p] = true
+		if changed {
+			b.dirty[p] = true
+		}
 	}
 }
 
@@ -150,6 +156,7 @@ func (b *bitfield) flush(f File) error {
 			clear(rec[:pageBytes])
 		}
 		binary.LittleEndian.PutUint32(rec[pageBytes:], crc32.Checksum(rec[:pageBytes], castagnoli))
+		b.unsynced = true
 		if _, err := f.WriteAt(rec[:], int64(p)*recordSize); err != nil {
 			return err
 		}

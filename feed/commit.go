@@ -82,7 +82,7 @@ func (f *Feed) settleLocked() error {
 	if err := f.bits.flush(f.files.bits); err != nil {
 		return err
 	}
-	if err := f.files.bits.Sync(); err != nil {
+	if err := f.syncBitsLocked(); err != nil {
 		return err
 	}
 	f.head, f.roots = f.tip, f.tipRoots
@@ -110,10 +110,12 @@ func (f *Feed) commitRound() (uint64, error) {
 			f.bits.setRange(r.start, r.end, true)
 		}
 		err = f.bits.flush(f.files.bits)
+		if err == nil {
+			// Syncing under the lock keeps the flag honest; only replicas
+			// write bitfield pages, one round at a time.
+			err = f.syncBitsLocked()
+		}
 		f.mu.Unlock()
-	}
-	if err == nil {
-		err = f.files.bits.Sync()
 	}
 	if err == nil {
 		err = writeHeader(f.files.header, &snap, true)

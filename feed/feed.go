@@ -76,16 +76,17 @@ type Feed struct {
 	mu sync.RWMutex
 	// head is what readers see; tip is where the next write builds. They differ
 	// only in sync mode, between a write and the fsync that makes it durable.
-	head, tip          header
-	roots, tipRoots    []merkle.Node
-	bits               *bitfield
-	pending            []blockRange // sync mode: blocks written but not yet durable
-	closed             bool
-	failed             error
-	buf                []byte // scratch for tree and index writes, under mu
-	onClose            func()
-	notify             notifier
-	leafHashesParallel int
+	head, tip       header
+	roots, tipRoots []merkle.Node
+	bits            *bitfield
+	pending         []blockRange // sync mode: blocks written but not yet durable
+	closed          bool
+	failed          error
+	buf             []byte // scratch for tree writes, under mu
+	gather          []byte // scratch for data writes, under mu
+	onClose         func()
+	notify          notifier
+	cores           int
 }
 
 type blockRange struct{ start, end uint64 }
@@ -141,7 +142,7 @@ func open(dir string, o *Options) (_ *Feed, err error) {
 	}
 	f := &Feed{dir: dir, sync: o.Sync, log: o.Logger.With("feed", dir), bits: newBitfield()}
 	f.notify.init()
-	f.leafHashesParallel = runtime.GOMAXPROCS(0)
+	f.cores = runtime.GOMAXPROCS(0)
 	defer func() {
 		if err != nil {
 			f.files.close()
@@ -203,9 +204,9 @@ func (f *Feed) create(o *Options) error {
 			return err
 		}
 	}
-	f.head = header{Seq: 1, Key: f.key, TreeHash: merkle.TreeHash(nil)}
+	f.head = header{Seq: 1, Key: f.key, TreeHash: merkle.TreeHash(nil), Complete: f.secret != nil}
 	if f.sync {
-		if err := f.syncData(); err != nil {
+		if err := errors.Join(f.syncData(), f.files.bits.Sync()); err != nil {
 			return err
 		}
 	}
@@ -279,6 +280,9 @@ func (f *Feed) load(o *Options) error {
 	}
 	if err := f.bits.load(f.files.bits); err != nil {
 		return err
+	}
+	if f.secret != nil && !h.Complete && f.bits.count(h.Length) == h.Length {
+		h.Complete = true // a full replica given its secret key: a writer now
 	}
 	if f.secret != nil {
 		// A writer holds every block below its length; check that the files
@@ -429,12 +433,17 @@ func (f *Feed) Has(i uint64) bool {
 	return f.has(i)
 }
 
-func (f *Feed) has(i uint64) bool { return i < f.head.Length && f.bits.get(i) }
+func (f *Feed) has(i uint64) bool {
+	return i < f.head.Length && (f.head.Complete || f.bits.get(i))
+}
 
 // Downloaded returns how many of the head's blocks the feed holds locally.
 func (f *Feed) Downloaded() uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if f.head.Complete {
+		return f.head.Length
+	}
 	return f.bits.count(f.head.Length)
 }
 
@@ -460,7 +469,8 @@ func (f *Feed) Get(ctx context.Context, i uint64) ([]byte, error) {
 			length := f.head.Length
 			f.mu.RUnlock()
 			if i < length {
-				return nil, fmt.Errorf("feed: get %d: %w: bitfield lacks a block below the length", i, ErrCorrupt)
+				// Only a writer restored from a partial replica lacks blocks.
+				return nil, fmt.Errorf("feed: get %d: %w: the writer does not hold it", i, ErrNotAvailable)
 			}
 			return nil, fmt.Errorf("feed: get %d: %w: length is %d", i, ErrOutOfRange, length)
 		}
@@ -595,24 +605,38 @@ func (f *Feed) appendLocked(blocks [][]byte) (header, error) {
 	if uint64(len(blocks)) > merkle.MaxLength-start {
 		return header{}, fmt.Errorf("%w: feed would exceed %d blocks", ErrOutOfRange, uint64(merkle.MaxLength))
 	}
-	leaves := f.hashLeaves(start, blocks)
-	roots := slices.Clone(f.tipRoots)
+	var total int
+	for _, b := range blocks {
+		total += len(b)
+	}
+	// The data write needs no hash: for a large batch it runs beside the
+	// hashing, on another core.
+	var leaves []merkle.Node
+	var werr error
+	if total >= parallelBytes && f.cores > 1 {
+		var wg sync.WaitGroup
+		wg.Go(func() { werr = f.writeBlocks(start, f.tip.ByteLength, blocks) })
+		leaves = f.hashLeaves(start, blocks, total)
+		wg.Wait()
+	} else {
+		leaves = f.hashLeaves(start, blocks, total)
+		werr = f.writeBlocks(start, f.tip.ByteLength, blocks)
+	}
+	if werr != nil {
+		return header{}, werr
+	}
+	roots := make([]merkle.Node, len(f.tipRoots), len(f.tipRoots)+1)
+	copy(roots, f.tipRoots)
 	created := make([]merkle.Node, 0, 2*len(blocks)+8)
-	var added uint64
 	for _, l := range leaves {
 		roots, created = merkle.AppendLeaf(roots, l, created)
-		added += l.Size
 	}
 	next := f.tip
 	next.Seq++
 	next.Length = start + uint64(len(blocks))
-	next.ByteLength += added
+	next.ByteLength += uint64(total)
 	next.TreeHash = merkle.TreeHash(roots)
 	next.Signature = merkle.Sign(f.secret, next.TreeHash, next.Length, next.Fork)
-
-	if err := f.writeBlocks(start, f.tip.ByteLength, blocks); err != nil {
-		return header{}, err
-	}
 	if err := f.writeAppendNodes(start, next.Length, created); err != nil {
 		return header{}, err
 	}
@@ -622,16 +646,16 @@ func (f *Feed) appendLocked(blocks [][]byte) (header, error) {
 	return next, nil
 }
 
+// parallelBytes is the batch size from which Append spreads its hashing over
+// every core and writes the data meanwhile.
+const parallelBytes = 256 << 10
+
 // hashLeaves hashes blocks, on every core when there is enough data for that
 // to pay.
-func (f *Feed) hashLeaves(start uint64, blocks [][]byte) []merkle.Node {
+func (f *Feed) hashLeaves(start uint64, blocks [][]byte, total int) []merkle.Node {
 	leaves := make([]merkle.Node, len(blocks))
-	var total int
-	for _, b := range blocks {
-		total += len(b)
-	}
-	workers := min(f.leafHashesParallel, len(blocks))
-	if workers < 2 || total < 1<<20 {
+	workers := min(f.cores, len(blocks))
+	if workers < 2 || total < parallelBytes {
 		for i, b := range blocks {
 			leaves[i] = merkle.Leaf(start+uint64(i), b)
 		}
@@ -650,13 +674,14 @@ func (f *Feed) hashLeaves(start uint64, blocks [][]byte) []merkle.Node {
 }
 
 // writeBlocks writes blocks [start, ...) at byte offset off, and their index
-// entries.
+// entries. Small blocks are gathered into one write; large ones go alone,
+// saving the copy.
 func (f *Feed) writeBlocks(start, off uint64, blocks [][]byte) error {
-	const gather = 1 << 20 // small blocks are copied into one write; large ones go alone
-	idx := f.scratch(8 * len(blocks))
-	pos := off
-	var run []byte
-	runAt := off
+	const gather, alone = 1 << 20, 64 << 10
+	idx := make([]byte, 8*len(blocks))
+	run := f.gather[:0]
+	defer func() { f.gather = run[:0] }()
+	pos, runAt := off, off
 	flush := func() error {
 		if len(run) == 0 {
 			return nil
@@ -667,7 +692,7 @@ func (f *Feed) writeBlocks(start, off uint64, blocks [][]byte) error {
 	}
 	for i, b := range blocks {
 		binary.LittleEndian.PutUint64(idx[8*i:], pos)
-		if len(b) >= gather/4 {
+		if len(b) >= alone {
 			if err := flush(); err != nil {
 				return err
 			}
@@ -734,6 +759,9 @@ func (f *Feed) scratch(n int) []byte {
 // Without sync it writes the header and publishes next at once; with sync it
 // leaves both to the group commit. On error nothing in memory changes.
 func (f *Feed) commitLocked(next *header, roots []merkle.Node, added blockRange) error {
+	if next.Complete {
+		added = blockRange{} // the header says it all
+	}
 	if f.sync {
 		f.tip, f.tipRoots = *next, roots
 		if added.end > added.start {
@@ -837,7 +865,11 @@ func (f *Feed) truncateLocked(length uint64) (header, error) {
 		return header{}, err
 	}
 	if f.sync {
-		if err := f.syncData(); err != nil {
+		err := f.syncData()
+		if err == nil {
+			err = f.syncBitsLocked()
+		}
+		if err != nil {
 			f.failed = err
 			return header{}, err
 		}
@@ -845,12 +877,28 @@ func (f *Feed) truncateLocked(length uint64) (header, error) {
 	return next, nil
 }
 
+// syncData syncs the files a header points into, all at once: the file
+// system can then fold their journal commits into one.
 func (f *Feed) syncData() error {
-	for _, fl := range []File{f.files.data, f.files.tree, f.files.index, f.files.bits} {
-		if err := fl.Sync(); err != nil {
-			return err
-		}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i, fl := range []File{f.files.data, f.files.tree, f.files.index} {
+		wg.Go(func() { errs[i] = fl.Sync() })
 	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// syncBitsLocked syncs the bitfield file if pages were written to it since
+// the last sync.
+func (f *Feed) syncBitsLocked() error {
+	if !f.bits.unsynced {
+		return nil
+	}
+	if err := f.files.bits.Sync(); err != nil {
+		return err
+	}
+	f.bits.unsynced = false
 	return nil
 }
 

@@ -23,7 +23,8 @@ const (
 	headerVersion  = 1
 	maxForkHistory = 8
 
-	flagSigned = 1 << 0
+	flagSigned   = 1 << 0
+	flagComplete = 1 << 1
 )
 
 var headerMagic = [8]byte{'H', 'Y', 'P', 'R', 'F', 'E', 'E', 'D'}
@@ -58,6 +59,9 @@ type header struct {
 	// received the new fork's head: its roots are then a verified prefix.
 	Signature []byte
 	Forks     []forkPoint // the last maxForkHistory truncations, oldest first
+	// Complete says the feed holds every block below Length, as a writer
+	// always does; the bitfield file is then not kept up to date.
+	Complete bool
 }
 
 func (h *header) encode() [headerSlotSize]byte {
@@ -68,6 +72,9 @@ func (h *header) encode() [headerSlotSize]byte {
 	var flags uint32
 	if len(h.Signature) == ed25519.SignatureSize {
 		flags |= flagSigned
+	}
+	if h.Complete {
+		flags |= flagComplete
 	}
 	w = binary.LittleEndian.AppendUint32(w, flags)
 	w = binary.LittleEndian.AppendUint64(w, h.Seq)
@@ -117,6 +124,7 @@ func decodeHeader(b []byte) (header, error) {
 	if flags&flagSigned != 0 {
 		h.Signature = bytes.Clone(r[:ed25519.SignatureSize])
 	}
+	h.Complete = flags&flagComplete != 0
 	r = r[ed25519.SignatureSize:]
 	n := int(r[0])
 	r = r[8:]
@@ -162,8 +170,18 @@ func readHeader(f File) (h header, damaged bool, err error) {
 
 // writeHeader commits h to both slots, in order, syncing after each when sync
 // is set, so that a torn write can damage at most the slot being written.
+// Without sync one write covers both: a process that dies cannot tear a
+// write, and ordering against power loss is what sync is for.
 func writeHeader(f File, h *header, sync bool) error {
 	b := h.encode()
+	if !sync {
+		var both [headerFileSize]byte
+		for i := range headerSlots {
+			copy(both[i*headerSlotSize:], b[:])
+		}
+		_, err := f.WriteAt(both[:], 0)
+		return err
+	}
 	for i := range headerSlots {
 		if _, err := f.WriteAt(b[:], int64(i*headerSlotSize)); err != nil {
 			return err

@@ -339,6 +339,15 @@ func (f *Feed) applyLocked(p *merkle.Proof, data []byte) (next header, events []
 
 	// Everything verified: store it.
 	next = *tip
+	if next.Complete {
+		// A writer's feed opened as a replica: from now on the bitfield
+		// speaks for it.
+		f.bits.setRange(0, tip.Length, true)
+		if err := f.bits.flush(f.files.bits); err != nil {
+			return next, nil, err
+		}
+		next.Complete = false
+	}
 	if forkChange {
 		// First cut the old history back to what both share, under an unsigned
 		// head that names only that prefix, so a crash from here on reopens a

@@ -47,7 +47,7 @@ func (f *Feed) verifyLocked(ctx context.Context) error {
 			return fmt.Errorf("%w: stored root %d differs from the head's", ErrCorrupt, r.Index)
 		}
 	}
-	writer := f.secret != nil
+	complete := f.head.Complete // then every node and block below the length must be there
 	roots := merkle.Roots(h.Length)
 	end := 2 * h.Length // nodes [0, end) may belong to the head's tree
 	buf := make([]byte, verifyChunk*merkle.NodeSize)
@@ -79,16 +79,16 @@ func (f *Feed) verifyLocked(ctx context.Context) error {
 			}
 			nd, _ := node(i)
 			if merkle.Depth(i) == 0 {
-				if b := i / 2; f.bits.get(b) {
+				if b := i / 2; f.has(b) {
 					if _, _, err := f.readBlock(b); err != nil {
 						return err
 					}
-				} else if writer {
+				} else if complete {
 					return fmt.Errorf("%w: bitfield lacks block %d", ErrCorrupt, b)
 				}
 			}
 			if nd.IsZero() {
-				if writer {
+				if complete {
 					return fmt.Errorf("%w: node %d missing", ErrCorrupt, i)
 				}
 				continue
@@ -118,7 +118,7 @@ func (f *Feed) verifyLocked(ctx context.Context) error {
 			if ln.IsZero() {
 				// A replica stores a node without its children when the node
 				// came as a sibling in a proof; its parent vouches for it.
-				if writer {
+				if complete {
 					return fmt.Errorf("%w: children of node %d missing", ErrCorrupt, i)
 				}
 				continue

@@ -91,17 +91,22 @@ func ParentOf(left, right Node) Node {
 // TreeHash returns the hash that a signature covers: BLAKE2b-256 of 0x02
 // followed by hash ‖ u64le(index) ‖ u64le(size) for each root, left to right.
 func TreeHash(roots []Node) [32]byte {
-	// A valid tree has at most one root per bit of its length; the buffer
-	// takes that many and a longer list goes through a pooled hasher.
-	var buf [1 + 64*48]byte
-	if len(roots) > 64 {
-		h := getHasher()
-		h.Write([]byte{rootType})
-		for _, r := range roots {
-			h.Write(appendRoot(buf[:0], r))
-		}
-		return sum(h)
+	// A valid tree has at most one root per bit of its length: such a list
+	// is hashed from a stack buffer, a longer one through a pooled hasher.
+	if len(roots) <= 64 {
+		return treeHashSmall(roots)
 	}
+	h := getHasher()
+	h.Write([]byte{rootType})
+	var buf [48]byte
+	for _, r := range roots {
+		h.Write(appendRoot(buf[:0], r))
+	}
+	return sum(h)
+}
+
+func treeHashSmall(roots []Node) [32]byte {
+	var buf [1 + 64*48]byte
 	b := append(buf[:0], rootType)
 	for _, r := range roots {
 		b = appendRoot(b, r)
