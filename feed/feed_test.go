@@ -623,3 +623,38 @@ func TestStore(t *testing.T) {
 	k2, _ := s2.NamedKey("x")
 	require.Equal(t, k1, k2)
 }
+
+// A writer's directory opened without its secret key is a replica that holds
+// every block; once it takes proofs its bitfield must speak for all of them.
+func TestWriterDirectoryAsReplica(t *testing.T) {
+	sk := mustKey(t)
+	w := openFeed(t, t.TempDir(), &feed.Options{SecretKey: sk})
+	appendN(t, w, 0, 10)
+	copyDir := t.TempDir()
+	c := openFeed(t, copyDir, &feed.Options{SecretKey: sk})
+	appendN(t, c, 0, 10)
+	require.Equal(t, w.Head(), c.Head(), "same key, same blocks, same signed head")
+	require.NoError(t, c.Close())
+
+	r := openFeed(t, copyDir, nil)
+	require.False(t, r.Writable())
+	require.Equal(t, uint64(10), r.Downloaded())
+	appendN(t, w, 10, 5)
+	for i := uint64(10); i < 15; i++ {
+		p, data, err := w.Prove(r.BlockRequest(i))
+		require.NoError(t, err)
+		require.NoError(t, r.ApplyProof(p, data))
+	}
+	require.Equal(t, uint64(15), r.Downloaded())
+	require.NoError(t, r.Close())
+
+	r = openFeed(t, copyDir, nil)
+	require.Equal(t, w.Head(), r.Head())
+	require.Equal(t, uint64(15), r.Downloaded())
+	require.NoError(t, r.Verify(context.Background()))
+	for i := range uint64(15) {
+		b, err := r.Get(context.Background(), i)
+		require.NoError(t, err)
+		require.Equal(t, block(int(i)), b)
+	}
+}
