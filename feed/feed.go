@@ -228,9 +228,10 @@ func readSecret(fsys FS, name string) (ed25519.PrivateKey, error) {
 	return ed25519.NewKeyFromSeed(seed), nil
 }
 
-// load reads an existing feed: the header, the roots it names, and the
-// bitfield. It checks them against each other and the signature, but reads
-// no block, so it takes the same time for any length.
+// load reads an existing feed: the header, the roots it names, and (for a
+// replica) the bitfield. It checks them against each other and the
+// signature, but reads no block and no other node: the bitfield, at one bit
+// per block, is all that grows with the length.
 func (f *Feed) load(o *Options) error {
 	h, damaged, err := readHeader(f.files.header)
 	if err != nil {
@@ -284,9 +285,9 @@ func (f *Feed) load(o *Options) error {
 	if f.secret != nil && !h.Complete && f.bits.count(h.Length) == h.Length {
 		h.Complete = true // a full replica given its secret key: a writer now
 	}
-	if f.secret != nil {
-		// A writer holds every block below its length; check that the files
-		// are long enough for it, which a truncated copy would not be.
+	if h.Complete {
+		// The feed holds every block below its length; check that the files
+		// are long enough for that, which a truncated copy would not be.
 		if err := f.checkSize(f.files.data, "data", int64(h.ByteLength)); err != nil {
 			return err
 		}
