@@ -3,6 +3,7 @@ module github.com/hyperfeed/hyperfeed
 go 1.26.0
 
 require (
+	github.com/flynn/noise v1.1.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
 	golang.org/x/crypto v0.58.0
