@@ -1,0 +1,141 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/hyperfeed/hyperfeed/merkle"
+	"github.com/stretchr/testify/require"
+)
+
+func hash(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
+
+func sampleMessages() []Message {
+	return []Message{
+		&Open{Channel: 7, DiscoveryKey: hash(1), Capability: hash(2)},
+		&Close{Channel: 7},
+		&Sync{Channel: 1, Fork: 2, Length: 3},
+		&Range{Channel: 1, Drop: true, Start: 5, Length: 10},
+		&Bitfield{Channel: 1, Page: 3, Bits: []byte{0xff, 0x01}},
+		&Request{Channel: 1, ID: 99, Fork: 1, Length: 10, Block: &BlockRequest{Index: 4, Nodes: 3}, Upgrade: true},
+		&Request{Channel: 1, ID: 100, Upgrade: true},
+		&Data{Channel: 1, ID: 99, Fork: 1,
+			Block:   &BlockData{Index: 4, Value: []byte("block"), Nodes: []Node{{Index: 10, Size: 3, Hash: hash(3)}}},
+			Upgrade: &UpgradeData{Start: 3, Length: 10, Nodes: []Node{{Index: 11, Size: 9, Hash: hash(4)}}, Signature: bytes.Repeat([]byte{5}, 64)}},
+		&Data{Channel: 1, ID: 98, Block: &BlockData{Index: 0, Value: []byte{}}},
+		&NoData{Channel: 1, ID: 3},
+		&Cancel{Channel: 1, ID: 3},
+		&Ping{Nonce: 42},
+		&Pong{Nonce: 42},
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	for _, m := range sampleMessages() {
+		require.NoError(t, w.Write(m))
+	}
+	require.NoError(t, w.Flush())
+	r := NewReader(&buf)
+	for _, want := range sampleMessages() {
+		got, err := r.Read()
+		require.NoError(t, err)
+		if d, ok := want.(*Data); ok && d.Block != nil && len(d.Block.Value) == 0 {
+			// msgpack does not tell an empty byte string from nil.
+			g := got.(*Data)
+			require.Empty(t, g.Block.Value)
+			g.Block.Value = d.Block.Value
+		}
+		require.Equal(t, want, got)
+	}
+	_, err := r.Read()
+	require.ErrorIs(t, err, io.EOF)
+}
+
+func TestProofConversion(t *testing.T) {
+	p := &merkle.Proof{Fork: 3,
+		Block:   &merkle.BlockProof{Index: 2, Nodes: []merkle.Node{{Index: 6, Size: 1, Hash: [32]byte{1}}}},
+		Upgrade: &merkle.UpgradeProof{Start: 1, Length: 4, Nodes: []merkle.Node{{Index: 5, Size: 2, Hash: [32]byte{2}}}, Signature: bytes.Repeat([]byte{9}, 64)},
+	}
+	d := DataFrom(4, 5, p, []byte("v"))
+	require.NoError(t, d.Validate())
+	got, v := d.ToProof()
+	require.Equal(t, p, got)
+	require.Equal(t, "v", string(v))
+}
+
+func frame(typ Type, body []byte) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, uint32(len(body)+1))
+	return append(append(b, byte(typ)), body...)
+}
+
+func TestRejects(t *testing.T) {
+	// Announced lengths past the limit are refused before reading them.
+	huge := binary.LittleEndian.AppendUint32(nil, MaxMessage+1)
+	_, err := NewReader(bytes.NewReader(huge)).Read()
+	require.ErrorIs(t, err, ErrTooLarge)
+	_, err = NewReader(bytes.NewReader([]byte{0, 0, 0, 0})).Read()
+	require.ErrorIs(t, err, ErrTooLarge)
+
+	for name, b := range map[string][]byte{
+		"unknown type":    frame(200, []byte{0x90}),
+		"not msgpack":     frame(TypeSync, []byte{0xc1}),
+		"short key":       mustEncode(t, &Open{Channel: 1, DiscoveryKey: []byte{1}, Capability: hash(1)}),
+		"bad signature":   mustEncode(t, &Data{Upgrade: &UpgradeData{Signature: []byte{1}}}),
+		"bad node hash":   mustEncode(t, &Data{Block: &BlockData{Nodes: []Node{{Hash: []byte{1}}}}}),
+		"empty data":      mustEncode(t, &Data{}),
+		"empty request":   mustEncode(t, &Request{}),
+		"huge bitfield":   mustEncode(t, &Bitfield{Bits: make([]byte, 5000)}),
+		"range overflow":  mustEncode(t, &Range{Start: merkle.MaxLength, Length: 1}),
+		"array too long":  frame(TypeData, []byte{0xdd, 0xff, 0xff, 0xff, 0xff}),
+		"truncated frame": frame(TypeSync, []byte{0x93, 0x01})[:6],
+	} {
+		_, err := NewReader(bytes.NewReader(b)).Read()
+		require.Error(t, err, name)
+		require.False(t, errors.Is(err, io.EOF), name)
+	}
+	// A writer refuses to build what a reader would refuse.
+	err = NewWriter(io.Discard).Write(&Data{Block: &BlockData{Value: make([]byte, MaxMessage)}})
+	require.ErrorIs(t, err, ErrTooLarge)
+}
+
+// mustEncode encodes m without validating it, as a misbehaving peer would.
+func mustEncode(t *testing.T, m Message) []byte {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	require.NoError(t, w.Write(m))
+	require.NoError(t, w.Flush())
+	return buf.Bytes()
+}
+
+func FuzzRead(f *testing.F) {
+	for _, m := range sampleMessages() {
+		var buf bytes.Buffer
+		w := NewWriter(&buf)
+		w.Write(m)
+		w.Flush()
+		f.Add(buf.Bytes())
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := NewReader(bytes.NewReader(b))
+		for {
+			m, err := r.Read()
+			if err != nil {
+				return
+			}
+			// Whatever is accepted is valid and survives a round trip.
+			require.NoError(t, m.Validate())
+			var buf bytes.Buffer
+			w := NewWriter(&buf)
+			require.NoError(t, w.Write(m))
+			require.NoError(t, w.Flush())
+			again, err := NewReader(&buf).Read()
+			require.NoError(t, err)
+			require.Equal(t, m.Type(), again.Type())
+		}
+	})
+}
