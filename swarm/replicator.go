@@ -1,0 +1,258 @@
+package swarm
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/hyperfeed/hyperfeed/feed"
+)
+
+// Replicator is what one feed wants from the network, shared by every
+// connection that replicates the feed: the blocks a Get waits for, the ranges
+// being downloaded, and which connection is fetching which block, so that no
+// block is asked of two peers at once.
+type Replicator struct {
+	f      *feed.Feed
+	cancel func()
+
+	mu        sync.Mutex
+	sparse    map[uint64]bool // blocks a Get waits for
+	downloads []*Download
+	inflight  map[uint64]*Session // block → the session fetching it
+	sessions  map[*Session]bool
+}
+
+// NewReplicator starts tracking what f wants. Close it when done.
+func NewReplicator(f *feed.Feed) *Replicator {
+	r := &Replicator{f: f, sparse: map[uint64]bool{}, inflight: map[uint64]*Session{}, sessions: map[*Session]bool{}}
+	r.cancel = f.Subscribe(r.onEvent)
+	return r
+}
+
+// Feed returns the replicated feed.
+func (r *Replicator) Feed() *feed.Feed { return r.f }
+
+// Close stops tracking the feed; downloads still waiting fail.
+func (r *Replicator) Close() {
+	r.cancel()
+	r.mu.Lock()
+	ds := r.downloads
+	r.downloads = nil
+	r.mu.Unlock()
+	for _, d := range ds {
+		d.finish(fmt.Errorf("swarm: replicator closed"))
+	}
+}
+
+func (r *Replicator) onEvent(e feed.Event) {
+	switch e.Kind {
+	case feed.EventWant:
+		r.mu.Lock()
+		r.sparse[e.Index] = true
+		r.mu.Unlock()
+	case feed.EventBlock:
+		r.mu.Lock()
+		delete(r.sparse, e.Index)
+		ss := make([]*Session, 0, len(r.sessions))
+		for s := range r.sessions {
+			ss = append(ss, s)
+		}
+		r.mu.Unlock()
+		for _, s := range ss {
+			s.noteHave(r, e.Index)
+		}
+		r.checkDownloads()
+	case feed.EventTruncate:
+		// Blocks past the kept prefix belong to the old history: fetch anew.
+		r.mu.Lock()
+		for _, d := range r.downloads {
+			d.cursor = max(d.start, min(d.cursor, e.Length))
+		}
+		r.mu.Unlock()
+		r.checkDownloads()
+	case feed.EventAppend:
+		r.checkDownloads()
+	}
+	r.kick()
+}
+
+// kick tells every session that there may be work.
+func (r *Replicator) kick() {
+	r.mu.Lock()
+	ss := make([]*Session, 0, len(r.sessions))
+	for s := range r.sessions {
+		ss = append(ss, s)
+	}
+	r.mu.Unlock()
+	for _, s := range ss {
+		s.wake()
+	}
+}
+
+func (r *Replicator) attach(s *Session) {
+	r.mu.Lock()
+	r.sessions[s] = true
+	r.mu.Unlock()
+}
+
+// detach forgets a session and frees the blocks it was fetching for others.
+func (r *Replicator) detach(s *Session) {
+	r.mu.Lock()
+	delete(r.sessions, s)
+	for i, by := range r.inflight {
+		if by == s {
+			delete(r.inflight, i)
+		}
+	}
+	r.mu.Unlock()
+	r.kick()
+}
+
+// claim returns up to n blocks the feed wants, that have passes (the peer
+// has them, the feed lacks them) and that no session is fetching, and marks
+// them as fetched by s. length is the feed's current length: blocks past it
+// need an upgrade first.
+func (r *Replicator) claim(s *Session, n int, length uint64, has func(uint64) bool) []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []uint64
+	take := func(i uint64) bool {
+		if i >= length || r.inflight[i] != nil || r.f.Has(i) || !has(i) {
+			return len(out) < n
+		}
+		r.inflight[i] = s
+		out = append(out, i)
+		return len(out) < n
+	}
+	for i := range r.sparse {
+		if !take(i) {
+			return out
+		}
+	}
+	for _, d := range r.downloads {
+		end := min(d.end, length)
+		for i := d.cursor; i < end; i++ {
+			if !take(i) {
+				return out
+			}
+		}
+	}
+	return out
+}
+
+// release marks block i as no longer being fetched by s.
+func (r *Replicator) release(s *Session, i uint64) {
+	r.mu.Lock()
+	if r.inflight[i] == s {
+		delete(r.inflight, i)
+	}
+	r.mu.Unlock()
+}
+
+// wantsUpgrade reports whether the feed wants heads newer than its own: it
+// always does, so that Len follows the writer; this is the hook for a
+// future "pinned" mode.
+func (r *Replicator) wantsUpgrade() bool { return true }
+
+// Download asks connected and future peers for blocks [start, end) of the
+// feed. end = Live keeps following the feed as it grows, and never completes.
+func (r *Replicator) Download(start, end uint64) *Download {
+	d := &Download{r: r, start: start, end: end, cursor: start, done: make(chan struct{})}
+	r.mu.Lock()
+	r.downloads = append(r.downloads, d)
+	r.mu.Unlock()
+	r.checkDownloads()
+	r.kick()
+	return d
+}
+
+// Live is the end of a download that follows the feed forever.
+const Live = math.MaxUint64
+
+// checkDownloads advances every download's cursor past the blocks held, and
+// finishes those that are complete.
+func (r *Replicator) checkDownloads() {
+	r.mu.Lock()
+	var done []*Download
+	kept := r.downloads[:0]
+	for _, d := range r.downloads {
+		end := d.end
+		if end != Live {
+			end = min(end, r.f.Len())
+		}
+		for d.cursor < end && r.f.Has(d.cursor) {
+			d.cursor++
+		}
+		if d.end != Live && d.cursor >= d.end {
+			done = append(done, d)
+			continue
+		}
+		kept = append(kept, d)
+	}
+	r.downloads = kept
+	r.mu.Unlock()
+	for _, d := range done {
+		d.finish(nil)
+	}
+}
+
+// Download is a range of blocks being fetched.
+type Download struct {
+	r          *Replicator
+	start, end uint64
+	cursor     uint64 // blocks below it are held; under r.mu
+	once       sync.Once
+	err        error
+	done       chan struct{}
+}
+
+func (d *Download) finish(err error) {
+	d.once.Do(func() {
+		d.err = err
+		close(d.done)
+	})
+}
+
+// Done is closed when the download completes or is cancelled.
+func (d *Download) Done() <-chan struct{} { return d.done }
+
+// Wait waits until every block of the range is held, or ctx ends.
+func (d *Download) Wait(ctx context.Context) error {
+	select {
+	case <-d.done:
+		return d.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Progress returns how many blocks of the range are held, and how many the
+// range has (for a live download: up to the feed's current length).
+func (d *Download) Progress() (have, total uint64) {
+	end := min(d.end, d.r.f.Len())
+	if end <= d.start {
+		return 0, 0
+	}
+	for i := d.start; i < end; i++ {
+		if d.r.f.Has(i) {
+			have++
+		}
+	}
+	return have, end - d.start
+}
+
+// Cancel stops the download; Wait returns an error.
+func (d *Download) Cancel() {
+	r := d.r
+	r.mu.Lock()
+	for i, x := range r.downloads {
+		if x == d {
+			r.downloads = append(r.downloads[:i], r.downloads[i+1:]...)
+			break
+		}
+	}
+	r.mu.Unlock()
+	d.finish(fmt.Errorf("swarm: download cancelled"))
+}
