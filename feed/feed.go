@@ -82,6 +82,7 @@ type Feed struct {
 	pending         []blockRange // sync mode: blocks written but not yet durable
 	closed          bool
 	failed          error
+	cache           nodeCache
 	buf             []byte // scratch for tree writes, under mu
 	gather          []byte // scratch for data writes, under mu
 	onClose         func()
@@ -329,6 +330,7 @@ func (f *Feed) trim(length uint64) error {
 	}
 	end := int64(2*length) * merkle.NodeSize
 	if size > end {
+		f.cache.reset()
 		// Parents of the first removed leaf that start below it mix kept and
 		// removed blocks; writes always store a node at or past 2*length
 		// before such a parent, so a longer file is the sign to clear them.
@@ -377,12 +379,25 @@ func (f *Feed) byteLength(length uint64) uint64 {
 	return n
 }
 
+// readNode returns node i of the tree file, from the cache when it holds it.
 func (f *Feed) readNode(i uint64) (merkle.Node, error) {
+	if n, ok := f.cache.get(i); ok {
+		return n, nil
+	}
+	n, err := f.readNodeDisk(i)
+	if err == nil {
+		f.cache.put(n)
+	}
+	return n, err
+}
+
+// readNodeDisk reads node i from the tree file itself.
+func (f *Feed) readNodeDisk(i uint64) (merkle.Node, error) {
 	var b [merkle.NodeSize]byte
 	n, err := f.files.tree.ReadAt(b[:], int64(i)*merkle.NodeSize)
 	if n < merkle.NodeSize {
 		if err == io.EOF || err == nil {
-			return merkle.Node{}, nil // past the end: absent
+			return merkle.Node{Index: i}, nil // past the end: absent
 		}
 		return merkle.Node{}, err
 	}
@@ -493,7 +508,8 @@ func (f *Feed) Get(ctx context.Context, i uint64) ([]byte, error) {
 // returns too. The caller holds mu and has checked that the feed holds the
 // block.
 func (f *Feed) readBlock(i uint64) ([]byte, merkle.Node, error) {
-	leaf, err := f.readNode(merkle.LeafIndex(i))
+	// Random reads would only churn the cache: go to the disk.
+	leaf, err := f.readNodeDisk(merkle.LeafIndex(i))
 	if err != nil {
 		return nil, leaf, err
 	}
@@ -737,15 +753,25 @@ func (f *Feed) writeAppendNodes(start, end uint64, created []merkle.Node) error 
 		}
 	}
 	if _, err := f.files.tree.WriteAt(run, int64(lo)*merkle.NodeSize); err != nil {
+		f.cache.reset() // the run may be partly written
 		return err
 	}
 	var b [merkle.NodeSize]byte
 	for _, n := range left {
 		n.Put(b[:])
 		if _, err := f.files.tree.WriteAt(b[:], int64(n.Index)*merkle.NodeSize); err != nil {
+			f.cache.reset()
 			return err
 		}
 	}
+	// The run's empty slots are zeros on disk now, whatever the cache held
+	// for them from an earlier history.
+	for i := lo; i < hi; i++ {
+		if _, ok := f.cache.get(i); ok {
+			f.cache.put(merkle.Node{Index: i})
+		}
+	}
+	f.cache.put(created...)
 	return nil
 }
 

@@ -474,9 +474,18 @@ func TestTamperedProofsRejected(t *testing.T) {
 	appendN(t, w, 0, 50)
 	r := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
 	replicate(t, w, r, rand.New(rand.NewPCG(5, 6)))
+	twin := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+	replicate(t, w, twin, rand.New(rand.NewPCG(5, 6)))
 	appendN(t, w, 50, 13)
 
+	// Ask for exactly the path the upgrade leaves missing, which the twin
+	// shows, so that every node of the proof is one the replica checks:
+	// surplus nodes are dropped unread (TestSurplusPathDropped).
+	up, _, err := w.Prove(twin.UpgradeRequest())
+	require.NoError(t, err)
+	require.NoError(t, twin.ApplyProof(up, nil))
 	req := r.BlockRequest(55)
+	req.Block.Nodes = twin.BlockRequest(55).Block.Nodes
 	good, data, err := w.Prove(req)
 	require.NoError(t, err)
 	require.NotNil(t, good.Upgrade)
@@ -511,7 +520,7 @@ func TestTamperedProofsRejected(t *testing.T) {
 		tamper{"fork", func(p *merkle.Proof, d []byte) []byte { p.Fork++; return d }},
 		tamper{"dropped block node", func(p *merkle.Proof, d []byte) []byte { p.Block.Nodes = p.Block.Nodes[1:]; return d }},
 		tamper{"extra block node", func(p *merkle.Proof, d []byte) []byte {
-			p.Block.Nodes = append(p.Block.Nodes, p.Block.Nodes[0])
+			p.Block.Nodes = append([]merkle.Node{p.Block.Nodes[0]}, p.Block.Nodes...)
 			return d
 		}},
 	)
@@ -657,4 +666,33 @@ func TestWriterDirectoryAsReplica(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, block(int(i)), b)
 	}
+}
+
+// A proof may carry more of the path than the replica lacks by the time it
+// arrives (requests made while others were in flight): the surplus above the
+// lowest trusted node is dropped unread, whatever it holds.
+func TestSurplusPathDropped(t *testing.T) {
+	w := openFeed(t, t.TempDir(), nil)
+	appendN(t, w, 0, 64)
+	r := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+	p, _, err := w.Prove(r.UpgradeRequest())
+	require.NoError(t, err)
+	require.NoError(t, r.ApplyProof(p, nil))
+	// Both requests are made before either answer is applied.
+	req10, req11 := r.BlockRequest(10), r.BlockRequest(11)
+	p10, d10, err := w.Prove(req10)
+	require.NoError(t, err)
+	p11, d11, err := w.Prove(req11)
+	require.NoError(t, err)
+	require.NoError(t, r.ApplyProof(p10, d10))
+	// Block 11's leaf came with block 10's proof: all of 11's path is surplus,
+	// and garbage there changes nothing.
+	for k := range p11.Block.Nodes {
+		p11.Block.Nodes[k].Hash[0] ^= 0xff
+	}
+	require.NoError(t, r.ApplyProof(p11, d11))
+	require.NoError(t, r.Verify(context.Background()))
+	b, err := r.Get(context.Background(), 11)
+	require.NoError(t, err)
+	require.Equal(t, block(11), b)
 }

@@ -324,6 +324,17 @@ func (f *Feed) applyLocked(p *merkle.Proof, data []byte) (next header, events []
 		if b.Index >= length {
 			return next, nil, fmt.Errorf("%w: block %d past length %d", ErrInvalidProof, b.Index, length)
 		}
+		// A request made while others were in flight may have asked for
+		// more of the path than is missing now: verify up to the lowest
+		// trusted node and drop the rest unread.
+		n := merkle.LeafIndex(b.Index)
+		for k := range b.Nodes {
+			if _, ok := trusted(n); ok {
+				b = &merkle.BlockProof{Index: b.Index, Nodes: b.Nodes[:k]}
+				break
+			}
+			n = merkle.Parent(n)
+		}
 		nodes, err := b.Verify(data, trusted)
 		if err != nil {
 			return next, nil, err
@@ -425,13 +436,33 @@ func (f *Feed) applyLocked(p *merkle.Proof, data []byte) (next header, events []
 // the tree file longer than the head if a crash stops the write before its
 // header.
 func (f *Feed) writeNodes(nodes map[uint64]merkle.Node) error {
-	var b [merkle.NodeSize]byte
-	for _, i := range slices.Backward(slices.Sorted(maps.Keys(nodes))) {
-		n := nodes[i]
-		n.Put(b[:])
-		if _, err := f.files.tree.WriteAt(b[:], int64(i)*merkle.NodeSize); err != nil {
+	// Proofs of neighbouring blocks repeat the upper path; what is stored
+	// already needs no write.
+	for i, n := range nodes {
+		if c, ok := f.cache.get(i); ok && c == n {
+			delete(nodes, i)
+		}
+	}
+	idx := slices.Sorted(maps.Keys(nodes))
+	// Runs of consecutive indices (a leaf, its parent and its sibling are
+	// consecutive) go in one write each, the highest run first.
+	for end := len(idx); end > 0; {
+		start := end - 1
+		for start > 0 && idx[start-1] == idx[start]-1 {
+			start--
+		}
+		run := f.scratch((end - start) * merkle.NodeSize)
+		for k, i := range idx[start:end] {
+			nodes[i].Put(run[k*merkle.NodeSize:])
+		}
+		if _, err := f.files.tree.WriteAt(run, int64(idx[start])*merkle.NodeSize); err != nil {
+			f.cache.reset()
 			return err
 		}
+		for _, i := range idx[start:end] {
+			f.cache.put(nodes[i])
+		}
+		end = start
 	}
 	return nil
 }

@@ -39,7 +39,7 @@ func (f *Feed) verifyLocked(ctx context.Context) error {
 		return fmt.Errorf("%w: head signature does not verify", ErrCorrupt)
 	}
 	for _, r := range f.roots {
-		n, err := f.readNode(r.Index)
+		n, err := f.readNodeDisk(r.Index)
 		if err != nil {
 			return err
 		}
@@ -66,7 +66,7 @@ func (f *Feed) verifyLocked(ctx context.Context) error {
 			if i >= base && i < base+count {
 				return merkle.ReadNode(i, chunk[(i-base)*merkle.NodeSize:]), nil
 			}
-			return f.readNode(i)
+			return f.readNodeDisk(i)
 		}
 		for i := base; i < base+count; i++ {
 			if !merkle.Covered(i, h.Length) {
