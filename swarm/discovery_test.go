@@ -21,8 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/zeroconf/v2"
 	"github.com/hyperfeed/hyperfeed/internal/netns"
+	"github.com/libp2p/zeroconf/v2"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/blake2b"
