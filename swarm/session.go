@@ -41,7 +41,10 @@ type SessionConfig struct {
 	KeepAlive time.Duration
 	// HandshakeTimeout bounds the Noise handshake; default 10 s.
 	HandshakeTimeout time.Duration
-	Logger           *slog.Logger
+	// Lookup, if set, is asked for a feed the peer opens that the session
+	// does not replicate yet; returning nil ignores the peer's request.
+	Lookup func(feed.DiscoveryKey) *Replicator
+	Logger *slog.Logger
 }
 
 func (c *SessionConfig) defaults() {
@@ -414,6 +417,16 @@ func (s *Session) handle(m wire.Message) error {
 			return fmt.Errorf("%w: channel %d opened twice", ErrProtocol, m.Channel)
 		}
 		c, ok := s.byKey[dk]
+		if !ok && s.cfg.Lookup != nil {
+			if r := s.cfg.Lookup(dk); r != nil {
+				s.mu.Lock()
+				s.adds = append(s.adds, r)
+				s.mu.Unlock()
+				s.remoteOpens[dk] = m
+				s.applyAdds()
+				return nil
+			}
+		}
 		if !ok {
 			// Not a feed we replicate, or not yet: keep it for Replicate.
 			if len(s.remoteOpens) >= maxPendingOpens {
