@@ -541,9 +541,9 @@ func (s *Session) announce(c *channel) {
 		from = c.sentLen
 	}
 	c.sentAny, c.sentFork, c.sentLen = true, h.Fork, h.Length
-	s.send(&wire.Sync{Channel: c.remote, Fork: h.Fork, Length: h.Length})
+	s.send(&wire.Sync{Channel: c.local, Fork: h.Fork, Length: h.Length})
 	if h.Length > from && c.f.Downloaded() == h.Length {
-		s.send(&wire.Range{Channel: c.remote, Start: from, Length: h.Length - from})
+		s.send(&wire.Range{Channel: c.local, Start: from, Length: h.Length - from})
 		return
 	}
 	if from > 0 {
@@ -557,7 +557,7 @@ func (s *Session) announce(c *channel) {
 		case has && !run:
 			start, run = i, true
 		case !has && run:
-			s.send(&wire.Range{Channel: c.remote, Start: start, Length: i - start})
+			s.send(&wire.Range{Channel: c.local, Start: start, Length: i - start})
 			run = false
 		}
 	}
@@ -572,10 +572,10 @@ func (s *Session) serve(c *channel, m *wire.Request) {
 	p, data, err := c.f.Prove(req)
 	if err != nil {
 		s.log.Debug("swarm: cannot serve request", "feed", c.f.DiscoveryKey(), "err", err)
-		s.send(&wire.NoData{Channel: c.remote, ID: m.ID})
+		s.send(&wire.NoData{Channel: c.local, ID: m.ID})
 		return
 	}
-	s.send(wire.DataFrom(c.remote, m.ID, p, data))
+	s.send(wire.DataFrom(c.local, m.ID, p, data))
 }
 
 // receive applies a proof the peer sent. One that does not verify ends the
@@ -622,7 +622,7 @@ func (s *Session) pump() {
 	s.mu.Unlock()
 	for _, hv := range haves {
 		if c, ok := s.byKey[hv.r.f.DiscoveryKey()]; ok && c.open {
-			s.send(&wire.Range{Channel: c.remote, Start: hv.index, Length: 1})
+			s.send(&wire.Range{Channel: c.local, Start: hv.index, Length: 1})
 		}
 	}
 	for _, c := range s.channels {
@@ -649,7 +649,7 @@ func (s *Session) pump() {
 func (s *Session) request(c *channel, m *wire.Request, q request) {
 	s.nextReq++
 	h := c.f.Head()
-	m.Channel, m.ID, m.Fork, m.Length = c.remote, s.nextReq, h.Fork, h.Length
+	m.Channel, m.ID, m.Fork, m.Length = c.local, s.nextReq, h.Fork, h.Length
 	c.reqs[m.ID] = q
 	s.send(m)
 }
