@@ -696,3 +696,65 @@ func TestSurplusPathDropped(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, block(11), b)
 }
+
+func TestApplyProofsBatch(t *testing.T) { forModes(t, testApplyProofsBatch) }
+
+func testApplyProofsBatch(t *testing.T, syncMode bool) {
+	w := openFeed(t, t.TempDir(), nil)
+	appendN(t, w, 0, 300)
+	r := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key(), Sync: syncMode})
+	rng := rand.New(rand.NewPCG(9, 9))
+
+	// All requests first, as a pipelined download makes them; the batch
+	// opens with the upgrade they all depend on.
+	up, _, err := w.Prove(r.UpgradeRequest())
+	require.NoError(t, err)
+	batch := []feed.ProofData{{Proof: up}}
+	for _, i := range rng.Perm(300) {
+		req := r.BlockRequest(uint64(i))
+		req.Upgrade = false
+		req.Fork, req.Length = w.Fork(), w.Len()
+		p, data, err := w.Prove(req)
+		require.NoError(t, err)
+		batch = append(batch, feed.ProofData{Proof: p, Data: data})
+	}
+	bad := 150
+	batch[bad].Data = append([]byte("forged "), batch[bad].Data...)
+	events := make(chan feed.Event, 400)
+	cancel := r.Subscribe(func(e feed.Event) {
+		if e.Kind == feed.EventBlock {
+			events <- e
+		}
+	})
+	errs := r.ApplyProofs(batch)
+	cancel()
+	for k, err := range errs {
+		if k == bad {
+			require.ErrorIs(t, err, feed.ErrInvalidProof)
+			continue
+		}
+		require.NoError(t, err, "proof %d", k)
+	}
+	require.Equal(t, uint64(299), r.Downloaded())
+	require.Len(t, events, 299)
+	badIndex := batch[bad].Proof.Block.Index
+	require.False(t, r.Has(badIndex))
+	require.NoError(t, r.Verify(context.Background()))
+
+	p, data, err := w.Prove(r.BlockRequest(badIndex))
+	require.NoError(t, err)
+	require.Empty(t, r.ApplyProofs([]feed.ProofData{{Proof: p, Data: data}})[0])
+	requireFeedsEqual(t, w, r)
+}
+
+func requireFeedsEqual(t *testing.T, w, r *feed.Feed) {
+	t.Helper()
+	require.Equal(t, w.Head(), r.Head())
+	for i := range w.Len() {
+		a, err := w.Get(context.Background(), i)
+		require.NoError(t, err)
+		b, err := r.Get(context.Background(), i)
+		require.NoError(t, err)
+		require.Equal(t, a, b)
+	}
+}

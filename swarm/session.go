@@ -94,6 +94,7 @@ type Session struct {
 	nextID      uint32
 	nextReq     uint64
 	lastRecv    time.Time
+	batch       []wire.Message
 }
 
 // channel is one feed replicated on a session.
@@ -302,21 +303,21 @@ func (s *Session) loop() {
 			return
 		case m := <-s.inbox:
 			s.lastRecv = time.Now()
-			if err := s.handle(m); err != nil {
-				s.fail(err)
-				return
-			}
-			// Drain what else has arrived before pumping requests.
-			for drained := false; !drained; {
+			// Take what else has arrived too, so that a stream of blocks is
+			// stored in batches, and requests are pumped once for all.
+			batch := append(s.batch[:0], m)
+			for drained := false; !drained && len(batch) < cap(s.inbox); {
 				select {
 				case m := <-s.inbox:
-					if err := s.handle(m); err != nil {
-						s.fail(err)
-						return
-					}
+					batch = append(batch, m)
 				default:
 					drained = true
 				}
+			}
+			s.batch = batch
+			if err := s.handleAll(batch); err != nil {
+				s.fail(err)
+				return
 			}
 		case <-s.kick:
 			s.applyAdds()
@@ -459,7 +460,7 @@ func (s *Session) handle(m wire.Message) error {
 	case *wire.Request:
 		s.serve(c, m)
 	case *wire.Data:
-		return s.receive(c, m)
+		return s.receive(c, []*wire.Data{m})
 	case *wire.NoData:
 		q, ok := c.reqs[m.ID]
 		if !ok {
@@ -578,40 +579,81 @@ func (s *Session) serve(c *channel, m *wire.Request) {
 	s.send(wire.DataFrom(c.local, m.ID, p, data))
 }
 
-// receive applies a proof the peer sent. One that does not verify ends the
+// handleAll handles messages in order, giving each run of Data for one
+// channel to the feed as one batch.
+func (s *Session) handleAll(ms []wire.Message) error {
+	for i := 0; i < len(ms); {
+		d, ok := ms[i].(*wire.Data)
+		if !ok {
+			if err := s.handle(ms[i]); err != nil {
+				return err
+			}
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(ms) {
+			if e, ok := ms[j].(*wire.Data); !ok || e.Channel != d.Channel {
+				break
+			}
+			j++
+		}
+		c, ok := s.byRemote[d.Channel]
+		if ok {
+			datas := make([]*wire.Data, 0, j-i)
+			for _, m := range ms[i:j] {
+				datas = append(datas, m.(*wire.Data))
+			}
+			if err := s.receive(c, datas); err != nil {
+				return err
+			}
+		}
+		i = j
+	}
+	return nil
+}
+
+// receive applies proofs the peer sent. One that does not verify ends the
 // session: the feed stored nothing of it.
-func (s *Session) receive(c *channel, m *wire.Data) error {
-	q, ok := c.reqs[m.ID]
-	if !ok {
-		return fmt.Errorf("%w: data for request %d, which was not made", ErrProtocol, m.ID)
-	}
-	delete(c.reqs, m.ID)
-	if q.isBlock {
-		defer c.r.release(s, q.block)
-		if m.Block == nil && m.Upgrade == nil {
-			return fmt.Errorf("%w: empty answer to request %d", ErrProtocol, m.ID)
+func (s *Session) receive(c *channel, ms []*wire.Data) error {
+	batch := make([]feed.ProofData, 0, len(ms))
+	var claimed []uint64
+	defer func() {
+		for _, i := range claimed {
+			c.r.release(s, i)
 		}
-		if m.Block != nil && m.Block.Index != q.block {
-			return fmt.Errorf("%w: block %d sent for request of block %d", ErrProtocol, m.Block.Index, q.block)
+	}()
+	for _, m := range ms {
+		q, ok := c.reqs[m.ID]
+		if !ok {
+			return fmt.Errorf("%w: data for request %d, which was not made", ErrProtocol, m.ID)
 		}
-	} else {
-		c.upgrade = false
+		delete(c.reqs, m.ID)
+		if q.isBlock {
+			claimed = append(claimed, q.block)
+			if m.Block != nil && m.Block.Index != q.block {
+				return fmt.Errorf("%w: block %d sent for request of block %d", ErrProtocol, m.Block.Index, q.block)
+			}
+		} else {
+			c.upgrade = false
+		}
+		p, value := m.ToProof()
+		batch = append(batch, feed.ProofData{Proof: p, Data: value})
 	}
-	p, value := m.ToProof()
-	err := c.f.ApplyProof(p, value)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, feed.ErrStale), errors.Is(err, feed.ErrStaleFork):
-		return nil // an answer overtaken by another peer's: not the peer's fault
-	case errors.Is(err, feed.ErrNotAvailable):
-		// An upgrade from a length whose roots this sparse replica lacks.
-		return nil
-	case errors.Is(err, feed.ErrInvalidProof), errors.Is(err, feed.ErrBlockTooLarge):
-		return fmt.Errorf("%w: %v", ErrProtocol, err)
-	default:
-		return fmt.Errorf("swarm: store proof: %w", err)
+	for _, err := range c.f.ApplyProofs(batch) {
+		switch {
+		case err == nil:
+		case errors.Is(err, feed.ErrStale), errors.Is(err, feed.ErrStaleFork):
+			// An answer overtaken by another peer's: not the peer's fault.
+		case errors.Is(err, feed.ErrNotAvailable):
+			// An upgrade from a length whose roots this sparse replica lacks.
+		case errors.Is(err, feed.ErrInvalidProof), errors.Is(err, feed.ErrBlockTooLarge):
+			return fmt.Errorf("%w: %v", ErrProtocol, err)
+		default:
+			return fmt.Errorf("swarm: store proof: %w", err)
+		}
 	}
+	return nil
 }
 
 // pump sends requests while the window has room.
