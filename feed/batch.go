@@ -95,16 +95,7 @@ func (f *Feed) applyBlocks(batch []ProofData, errs []error) {
 			errs[k] = fmt.Errorf("feed: apply proof: %w: %d bytes", ErrBlockTooLarge, len(pd.Data))
 			continue
 		}
-		// As in applyLocked: the surplus above the lowest trusted node is
-		// dropped unread.
-		n := merkle.LeafIndex(b.Index)
-		for c := range b.Nodes {
-			if _, ok := trusted(n); ok {
-				b = &merkle.BlockProof{Index: b.Index, Nodes: b.Nodes[:c]}
-				break
-			}
-			n = merkle.Parent(n)
-		}
+		b = dropSurplus(b, trusted)
 		est, err := b.Verify(pd.Data, trusted)
 		if err != nil {
 			errs[k] = fmt.Errorf("feed: apply proof: %w", err)

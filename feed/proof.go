@@ -324,18 +324,7 @@ func (f *Feed) applyLocked(p *merkle.Proof, data []byte) (next header, events []
 		if b.Index >= length {
 			return next, nil, fmt.Errorf("%w: block %d past length %d", ErrInvalidProof, b.Index, length)
 		}
-		// A request made while others were in flight may have asked for
-		// more of the path than is missing now: verify up to the lowest
-		// trusted node and drop the rest unread.
-		n := merkle.LeafIndex(b.Index)
-		for k := range b.Nodes {
-			if _, ok := trusted(n); ok {
-				b = &merkle.BlockProof{Index: b.Index, Nodes: b.Nodes[:k]}
-				break
-			}
-			n = merkle.Parent(n)
-		}
-		nodes, err := b.Verify(data, trusted)
+		nodes, err := dropSurplus(b, trusted).Verify(data, trusted)
 		if err != nil {
 			return next, nil, err
 		}
@@ -430,6 +419,20 @@ func (f *Feed) applyLocked(p *merkle.Proof, data []byte) (next header, events []
 		return next, events, f.bits.flush(f.files.bits)
 	}
 	return next, events, f.commitLocked(&next, roots, added)
+}
+
+// dropSurplus cuts a block proof at the lowest node the verifier trusts. A
+// request made while others were in flight may have asked for more of the
+// path than is missing when its answer arrives; the rest is dropped unread.
+func dropSurplus(b *merkle.BlockProof, trusted func(uint64) (merkle.Node, bool)) *merkle.BlockProof {
+	n := merkle.LeafIndex(b.Index)
+	for k := range b.Nodes {
+		if _, ok := trusted(n); ok {
+			return &merkle.BlockProof{Index: b.Index, Nodes: b.Nodes[:k]}
+		}
+		n = merkle.Parent(n)
+	}
+	return b
 }
 
 // writeNodes stores verified nodes, highest index first, so that trim finds
