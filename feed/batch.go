@@ -142,14 +142,8 @@ func (f *Feed) applyBlocks(batch []ProofData, errs []error) {
 // bitfield, the order a crash needs (see doc.go).
 func (f *Feed) storeBlocksLocked(blocks []staged, nodes map[uint64]merkle.Node) (header, error) {
 	next := f.tip
-	if next.Complete {
-		// A writer's feed opened as a replica: from now on the bitfield
-		// speaks for it (as in applyLocked).
-		f.bits.setRange(0, next.Length, true)
-		if err := f.bits.flush(f.files.bits); err != nil {
-			return next, err
-		}
-		next.Complete = false
+	if err := f.materializeLocked(&next); err != nil {
+		return next, err
 	}
 	slices.SortFunc(blocks, func(a, b staged) int { return cmp.Compare(a.index, b.index) })
 	for i := 0; i < len(blocks); {

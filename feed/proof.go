@@ -339,14 +339,8 @@ func (f *Feed) applyLocked(p *merkle.Proof, data []byte) (next header, events []
 
 	// Everything verified: store it.
 	next = *tip
-	if next.Complete {
-		// A writer's feed opened as a replica: from now on the bitfield
-		// speaks for it.
-		f.bits.setRange(0, tip.Length, true)
-		if err := f.bits.flush(f.files.bits); err != nil {
-			return next, nil, err
-		}
-		next.Complete = false
+	if err := f.materializeLocked(&next); err != nil {
+		return next, nil, err
 	}
 	if forkChange {
 		// First cut the old history back to what both share, under an unsigned
@@ -419,6 +413,21 @@ func (f *Feed) applyLocked(p *merkle.Proof, data []byte) (next header, events []
 		return next, events, f.bits.flush(f.files.bits)
 	}
 	return next, events, f.commitLocked(&next, roots, added)
+}
+
+// materializeLocked prepares next, the head after a replica write, for a
+// writer's feed opened as a replica: from then on the bitfield speaks for
+// it, so every block it holds goes into the bitfield first.
+func (f *Feed) materializeLocked(next *header) error {
+	if !next.Complete {
+		return nil
+	}
+	f.bits.setRange(0, next.Length, true)
+	if err := f.bits.flush(f.files.bits); err != nil {
+		return err
+	}
+	next.Complete = false
+	return nil
 }
 
 // dropSurplus cuts a block proof at the lowest node the verifier trusts. A
