@@ -508,25 +508,47 @@ func (f *Feed) Get(ctx context.Context, i uint64) ([]byte, error) {
 // returns too. The caller holds mu and has checked that the feed holds the
 // block.
 func (f *Feed) readBlock(i uint64) ([]byte, merkle.Node, error) {
-	// Random reads would only churn the cache: go to the disk.
-	leaf, err := f.readNodeDisk(merkle.LeafIndex(i))
-	if err != nil {
-		return nil, leaf, err
+	return f.readBlockFrom(i, nil)
+}
+
+// readBlockFrom is readBlock taking what it can from pf, which ProveMany
+// reads for a run of blocks at once.
+func (f *Feed) readBlockFrom(i uint64, pf *prefetch) ([]byte, merkle.Node, error) {
+	var leaf merkle.Node
+	var off uint64
+	var err error
+	inRun := pf != nil && i >= pf.first && i < pf.end
+	if inRun {
+		k := i - pf.first
+		leaf = merkle.ReadNode(merkle.LeafIndex(i), pf.tree[2*k*merkle.NodeSize:])
+		off = binary.LittleEndian.Uint64(pf.index[8*k:])
+	} else {
+		// Random reads would only churn the cache: go to the disk.
+		if leaf, err = f.readNodeDisk(merkle.LeafIndex(i)); err != nil {
+			return nil, leaf, err
+		}
 	}
 	if leaf.IsZero() || leaf.Size > MaxBlockSize {
 		return nil, leaf, fmt.Errorf("%w: leaf node of block %d is missing or damaged", ErrCorrupt, i)
 	}
-	var ob [8]byte
-	if _, err := f.files.index.ReadAt(ob[:], int64(i)*8); err != nil {
-		return nil, leaf, fmt.Errorf("%w: index of block %d: %v", ErrCorrupt, i, err)
+	if !inRun {
+		var ob [8]byte
+		if _, err := f.files.index.ReadAt(ob[:], int64(i)*8); err != nil {
+			return nil, leaf, fmt.Errorf("%w: index of block %d: %v", ErrCorrupt, i, err)
+		}
+		off = binary.LittleEndian.Uint64(ob[:])
 	}
-	off := binary.LittleEndian.Uint64(ob[:])
 	if off > f.head.ByteLength || leaf.Size > f.head.ByteLength-off {
 		return nil, leaf, fmt.Errorf("%w: block %d indexed at byte %d, past the feed's end", ErrCorrupt, i, off)
 	}
-	data := make([]byte, leaf.Size)
-	if n, err := f.files.data.ReadAt(data, int64(off)); n < len(data) {
-		return nil, leaf, fmt.Errorf("%w: block %d: short read: %v", ErrCorrupt, i, err)
+	var data []byte
+	if inRun && off >= pf.dataAt && off+leaf.Size <= pf.dataAt+uint64(len(pf.data)) {
+		data = pf.data[off-pf.dataAt : off-pf.dataAt+leaf.Size : off-pf.dataAt+leaf.Size]
+	} else {
+		data = make([]byte, leaf.Size)
+		if n, err := f.files.data.ReadAt(data, int64(off)); n < len(data) {
+			return nil, leaf, fmt.Errorf("%w: block %d: short read: %v", ErrCorrupt, i, err)
+		}
 	}
 	if merkle.LeafHash(data) != leaf.Hash {
 		return nil, leaf, fmt.Errorf("%w: block %d does not match its hash", ErrCorrupt, i)

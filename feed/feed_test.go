@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -756,5 +757,50 @@ func requireFeedsEqual(t *testing.T, w, r *feed.Feed) {
 		b, err := r.Get(context.Background(), i)
 		require.NoError(t, err)
 		require.Equal(t, a, b)
+	}
+}
+
+// ProveMany answers as Prove does, including for runs it reads ahead, and
+// still reports damage inside such a run as ErrCorrupt.
+func TestProveMany(t *testing.T) {
+	dir := t.TempDir()
+	w := openFeed(t, dir, nil)
+	appendN(t, w, 0, 200)
+	r := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+	var reqs []feed.Request
+	for _, i := range []uint64{5, 6, 7, 8, 9, 10, 100, 3, 11, 150, 12} {
+		req := r.BlockRequest(i)
+		req.Upgrade, req.Fork, req.Length = false, w.Fork(), w.Len()
+		reqs = append(reqs, req)
+	}
+	reqs = append(reqs, r.UpgradeRequest(), feed.Request{Fork: 5, Upgrade: true})
+	got := w.ProveMany(reqs)
+	require.Len(t, got, len(reqs))
+	for k, req := range reqs {
+		p, data, err := w.Prove(req)
+		require.Equal(t, err, got[k].Err, "request %d", k)
+		require.Equal(t, p, got[k].Proof, "request %d", k)
+		require.Equal(t, data, got[k].Data, "request %d", k)
+	}
+
+	// Damage one block inside the run read ahead.
+	require.NoError(t, w.Close())
+	var off int
+	for i := range 8 {
+		off += len(block(i))
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "data"))
+	require.NoError(t, err)
+	data[off] ^= 1
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "data"), data, 0o600))
+	w = openFeed(t, dir, nil)
+	got = w.ProveMany(reqs)
+	for k, req := range reqs {
+		if req.Block != nil && req.Block.Index == 8 {
+			require.ErrorIs(t, got[k].Err, feed.ErrCorrupt)
+			continue
+		}
+		_, _, err := w.Prove(req)
+		require.Equal(t, err, got[k].Err, "request %d", k)
 	}
 }

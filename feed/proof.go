@@ -81,6 +81,10 @@ func (f *Feed) trustedLocked(i uint64) (merkle.Node, bool) {
 func (f *Feed) Prove(req Request) (*merkle.Proof, []byte, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	return f.proveLocked(req, nil)
+}
+
+func (f *Feed) proveLocked(req Request, pf *prefetch) (*merkle.Proof, []byte, error) {
 	if f.closed {
 		return nil, nil, fmt.Errorf("feed: prove: %w", ErrClosed)
 	}
@@ -106,7 +110,7 @@ func (f *Feed) Prove(req Request) (*merkle.Proof, []byte, error) {
 	if req.Fork != h.Fork || req.Block == nil {
 		return p, nil, nil
 	}
-	b, data, err := f.proveBlock(req.Block)
+	b, data, err := f.proveBlock(req.Block, pf)
 	if err != nil {
 		return nil, nil, fmt.Errorf("feed: prove: %w", err)
 	}
@@ -142,7 +146,7 @@ func (f *Feed) proveUpgrade(start uint64) (*merkle.UpgradeProof, error) {
 	return u, nil
 }
 
-func (f *Feed) proveBlock(req *BlockRequest) (*merkle.BlockProof, []byte, error) {
+func (f *Feed) proveBlock(req *BlockRequest, pf *prefetch) (*merkle.BlockProof, []byte, error) {
 	i := req.Index
 	if i >= f.head.Length {
 		return nil, nil, fmt.Errorf("block %d: %w: length is %d", i, ErrOutOfRange, f.head.Length)
@@ -150,7 +154,7 @@ func (f *Feed) proveBlock(req *BlockRequest) (*merkle.BlockProof, []byte, error)
 	if !f.has(i) {
 		return nil, nil, fmt.Errorf("block %d: %w", i, ErrNotAvailable)
 	}
-	data, cur, err := f.readBlock(i)
+	data, cur, err := f.readBlockFrom(i, pf)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -160,7 +164,7 @@ func (f *Feed) proveBlock(req *BlockRequest) (*merkle.BlockProof, []byte, error)
 	b := &merkle.BlockProof{Index: i}
 	roots := merkle.Roots(f.head.Length)
 	for uint64(len(b.Nodes)) < req.Nodes && !slices.Contains(roots, cur.Index) {
-		s, err := f.nodeLocked(merkle.Sibling(cur.Index))
+		s, err := f.nodeFrom(merkle.Sibling(cur.Index), pf)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -172,12 +176,24 @@ func (f *Feed) proveBlock(req *BlockRequest) (*merkle.BlockProof, []byte, error)
 		}
 	}
 	if len(b.Nodes) > 0 {
-		top, err := f.nodeLocked(cur.Index)
+		top, err := f.nodeFrom(cur.Index, pf)
 		if err != nil || top != cur {
 			return nil, nil, fmt.Errorf("%w: proof path of block %d does not match stored node %d", ErrCorrupt, i, cur.Index)
 		}
 	}
 	return b, data, nil
+}
+
+// nodeFrom is nodeLocked taking the node from pf when it holds it.
+func (f *Feed) nodeFrom(i uint64, pf *prefetch) (merkle.Node, error) {
+	if pf != nil && i >= 2*pf.first && i < 2*pf.end-1 {
+		n := merkle.ReadNode(i, pf.tree[(i-2*pf.first)*merkle.NodeSize:])
+		if n.IsZero() {
+			return n, fmt.Errorf("%w: node %d", ErrNotAvailable, i)
+		}
+		return n, nil
+	}
+	return f.nodeLocked(i)
 }
 
 // nodeLocked reads stored node i of the head's tree.

@@ -458,7 +458,7 @@ func (s *Session) handle(m wire.Message) error {
 	case *wire.Bitfield:
 		c.peerHas.setPage(m.Page, m.Bits)
 	case *wire.Request:
-		s.serve(c, m)
+		s.serve(c, []*wire.Request{m})
 	case *wire.Data:
 		return s.receive(c, []*wire.Data{m})
 	case *wire.NoData:
@@ -564,25 +564,48 @@ func (s *Session) announce(c *channel) {
 	}
 }
 
-// serve answers a peer's request.
-func (s *Session) serve(c *channel, m *wire.Request) {
-	req := feed.Request{Fork: m.Fork, Length: m.Length, Upgrade: m.Upgrade}
-	if m.Block != nil {
-		req.Block = &feed.BlockRequest{Index: m.Block.Index, Nodes: m.Block.Nodes}
+// serve answers a peer's requests, reading runs of consecutive blocks at
+// once.
+func (s *Session) serve(c *channel, ms []*wire.Request) {
+	reqs := make([]feed.Request, len(ms))
+	for k, m := range ms {
+		reqs[k] = feed.Request{Fork: m.Fork, Length: m.Length, Upgrade: m.Upgrade}
+		if m.Block != nil {
+			reqs[k].Block = &feed.BlockRequest{Index: m.Block.Index, Nodes: m.Block.Nodes}
+		}
 	}
-	p, data, err := c.f.Prove(req)
-	if err != nil {
-		s.log.Debug("swarm: cannot serve request", "feed", c.f.DiscoveryKey(), "err", err)
-		s.send(&wire.NoData{Channel: c.local, ID: m.ID})
-		return
+	for k, r := range c.f.ProveMany(reqs) {
+		if r.Err != nil {
+			s.log.Debug("swarm: cannot serve request", "feed", c.f.DiscoveryKey(), "err", r.Err)
+			s.send(&wire.NoData{Channel: c.local, ID: ms[k].ID})
+			continue
+		}
+		s.send(wire.DataFrom(c.local, ms[k].ID, r.Proof, r.Data))
 	}
-	s.send(wire.DataFrom(c.local, m.ID, p, data))
 }
 
 // handleAll handles messages in order, giving each run of Data for one
 // channel to the feed as one batch.
 func (s *Session) handleAll(ms []wire.Message) error {
 	for i := 0; i < len(ms); {
+		if q, ok := ms[i].(*wire.Request); ok {
+			j := i + 1
+			for j < len(ms) {
+				if r, ok := ms[j].(*wire.Request); !ok || r.Channel != q.Channel {
+					break
+				}
+				j++
+			}
+			if c, ok := s.byRemote[q.Channel]; ok {
+				reqs := make([]*wire.Request, 0, j-i)
+				for _, m := range ms[i:j] {
+					reqs = append(reqs, m.(*wire.Request))
+				}
+				s.serve(c, reqs)
+			}
+			i = j
+			continue
+		}
 		d, ok := ms[i].(*wire.Data)
 		if !ok {
 			if err := s.handle(ms[i]); err != nil {
