@@ -934,7 +934,7 @@ func TestHostilePeerHoldings(t *testing.T) {
 			// The loop goroutine is gone: its state is safe to read.
 			pages := 0
 			for _, c := range honest.channels {
-				pages += len(c.peerHas)
+				pages += len(c.peerHas.pages)
 			}
 			t.Logf("the session recorded %d pages (%d KiB) of the peer's holdings, in %v", pages, pages*pageBytes>>10, took)
 			if pages > 1 {

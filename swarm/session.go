@@ -106,7 +106,7 @@ type channel struct {
 	open     bool // both sides have opened
 	peerFork uint64
 	peerLen  uint64
-	peerHas  pages // blocks the peer holds
+	peerHas  holdings // blocks the peer says it holds
 	reqs     map[uint64]request
 	upgrade  bool // an upgrade request is in flight
 	// What this side last told the peer of its head.
@@ -351,7 +351,7 @@ func (s *Session) applyAdds() {
 			continue
 		}
 		s.nextID++
-		c := &channel{r: r, f: r.f, local: s.nextID, reqs: map[uint64]request{}, peerHas: pages{}}
+		c := &channel{r: r, f: r.f, local: s.nextID, reqs: map[uint64]request{}}
 		s.channels[c.local] = c
 		s.byKey[dk] = c
 		r.attach(s)
@@ -451,12 +451,16 @@ func (s *Session) handle(m wire.Message) error {
 	case *wire.Sync:
 		c.peerFork, c.peerLen = m.Fork, m.Length
 		if m.Fork > c.f.Fork() {
-			c.peerHas = pages{} // a new history: what the peer held is void
+			c.peerHas.reset() // a new history: what the peer held is void
 		}
 	case *wire.Range:
-		c.peerHas.setRange(m.Start, m.Start+m.Length, !m.Drop)
+		if m.Drop {
+			c.peerHas.drop(m.Start, m.Start+m.Length)
+		} else {
+			c.peerHas.add(m.Start, m.Start+m.Length, c.peerLen)
+		}
 	case *wire.Bitfield:
-		c.peerHas.setPage(m.Page, m.Bits)
+		c.peerHas.setPage(m.Page, m.Bits, c.peerLen)
 	case *wire.Request:
 		s.serve(c, []*wire.Request{m})
 	case *wire.Data:
@@ -469,7 +473,7 @@ func (s *Session) handle(m wire.Message) error {
 		delete(c.reqs, m.ID)
 		if q.isBlock {
 			c.r.release(s, q.block)
-			c.peerHas.setRange(q.block, q.block+1, false)
+			c.peerHas.drop(q.block, q.block+1)
 		} else {
 			c.upgrade = false
 		}
