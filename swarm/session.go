@@ -428,9 +428,12 @@ func (s *Session) handle(m wire.Message) error {
 				return nil
 			}
 		}
+		if ok && c.open {
+			return fmt.Errorf("%w: feed %s opened a second time", ErrProtocol, dk)
+		}
 		if !ok {
 			// Not a feed we replicate, or not yet: keep it for Replicate.
-			if len(s.remoteOpens) >= maxPendingOpens {
+			if _, again := s.remoteOpens[dk]; !again && len(s.remoteOpens) >= maxPendingOpens {
 				return fmt.Errorf("%w: more than %d channels opened for unknown feeds", ErrProtocol, maxPendingOpens)
 			}
 			s.remoteOpens[dk] = m
@@ -440,6 +443,16 @@ func (s *Session) handle(m wire.Message) error {
 	}
 	// Every other message names a channel the peer opened.
 	c, ok := s.byRemote[channelOf(m)]
+	if cl, isClose := m.(*wire.Close); isClose && !ok {
+		// Closing a channel for a feed this side does not replicate frees
+		// its place among the pending opens.
+		for dk, o := range s.remoteOpens {
+			if o.Channel == cl.Channel {
+				delete(s.remoteOpens, dk)
+			}
+		}
+		return nil
+	}
 	if !ok {
 		// The peer may have raced a Close; a message for a channel it never
 		// opened is harmless to drop.
