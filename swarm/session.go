@@ -258,6 +258,17 @@ func (s *Session) readLoop() {
 	}
 }
 
+// failSend ends the session after a failed write, blaming the peer when the
+// write failed because its frames made this side close the connection.
+func (s *Session) failSend(err error) {
+	if b := s.conn.Broken(); b != nil {
+		err = fmt.Errorf("%w: %v", ErrProtocol, b)
+	} else {
+		err = fmt.Errorf("swarm: send: %w", err)
+	}
+	s.fail(err)
+}
+
 // writeLoop sends queued messages, flushing when the queue runs dry, so that
 // many small messages share frames and system calls.
 func (s *Session) writeLoop() {
@@ -279,13 +290,13 @@ func (s *Session) writeLoop() {
 			}
 			for _, m := range q {
 				if err := w.Write(m); err != nil {
-					s.fail(fmt.Errorf("swarm: send: %w", err))
+					s.failSend(err)
 					return
 				}
 			}
 		}
 		if err := w.Flush(); err != nil {
-			s.fail(fmt.Errorf("swarm: send: %w", err))
+			s.failSend(err)
 			return
 		}
 	}

@@ -28,6 +28,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flynn/noise"
@@ -105,11 +106,29 @@ type Conn struct {
 	rframe  []byte // ciphertext buffer
 	pending []byte // decrypted bytes not yet read
 
-	wmu   sync.Mutex
-	send  *noise.CipherState
-	wbuf  []byte
-	werr  error
-	close sync.Once
+	wmu    sync.Mutex
+	send   *noise.CipherState
+	wbuf   []byte
+	werr   error
+	close  sync.Once
+	broken atomic.Pointer[error] // why the peer's frames closed the connection
+}
+
+// Broken returns the error that made this side close the connection
+// because of what the peer sent (an oversize or undecryptable frame), or
+// nil. A write that fails because of that close can then be blamed on the
+// peer.
+func (c *Conn) Broken() error {
+	if p := c.broken.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (c *Conn) breakOff(err error) error {
+	c.broken.CompareAndSwap(nil, &err)
+	c.Close()
+	return err
 }
 
 // Handshake runs the Noise XX handshake over raw as the initiator (the side
@@ -243,19 +262,17 @@ func (c *Conn) Read(p []byte) (int, error) {
 		f, err := c.readFrame(nil)
 		if err != nil {
 			if errors.Is(err, ErrFrameTooLong) {
-				c.Close()
+				return 0, c.breakOff(err)
 			}
 			return 0, err
 		}
 		if len(f) < tagSize {
-			c.Close()
-			return 0, fmt.Errorf("%w: %d-byte frame", ErrDecrypt, len(f))
+			return 0, c.breakOff(fmt.Errorf("%w: %d-byte frame", ErrDecrypt, len(f)))
 		}
 		// Decrypt in place: the plaintext is shorter than the ciphertext.
 		pt, err := c.recv.Decrypt(f[:0], nil, f)
 		if err != nil {
-			c.Close()
-			return 0, fmt.Errorf("%w: %v", ErrDecrypt, err)
+			return 0, c.breakOff(fmt.Errorf("%w: %v", ErrDecrypt, err))
 		}
 		c.pending = pt
 	}
