@@ -79,9 +79,8 @@ type Session struct {
 	err     error
 	once    sync.Once
 
-	mu      sync.Mutex // guards adds, removes, haves and outq
-	adds    []*Replicator
-	removes []*Replicator
+	mu      sync.Mutex // guards ops, haves and outq
+	ops     []feedOp
 	haves   []have
 	outq    []wire.Message
 	outKick chan struct{}
@@ -202,7 +201,7 @@ func (s *Session) fail(err error) {
 // replicates the same feed.
 func (s *Session) Replicate(r *Replicator) {
 	s.mu.Lock()
-	s.adds = append(s.adds, r)
+	s.ops = append(s.ops, feedOp{r, true})
 	s.mu.Unlock()
 	s.wake()
 }
@@ -210,7 +209,7 @@ func (s *Session) Replicate(r *Replicator) {
 // Unreplicate removes a feed from the session.
 func (s *Session) Unreplicate(r *Replicator) {
 	s.mu.Lock()
-	s.removes = append(s.removes, r)
+	s.ops = append(s.ops, feedOp{r, false})
 	s.mu.Unlock()
 	s.wake()
 }
@@ -351,18 +350,34 @@ func (s *Session) detachAll() {
 	}
 }
 
+// feedOp is a Replicate (add) or Unreplicate waiting for the loop.
+type feedOp struct {
+	r   *Replicator
+	add bool
+}
+
+// applyAdds carries out Replicate and Unreplicate calls, in their order.
 func (s *Session) applyAdds() {
 	s.mu.Lock()
-	adds, removes := s.adds, s.removes
-	s.adds, s.removes = nil, nil
+	ops := s.ops
+	s.ops = nil
 	s.mu.Unlock()
-	for _, r := range adds {
+	for _, op := range ops {
+		r := op.r
 		dk := r.f.DiscoveryKey()
-		if _, ok := s.byKey[dk]; ok {
+		c, exists := s.byKey[dk]
+		if !op.add {
+			if exists {
+				s.closeChannel(c)
+				s.send(&wire.Close{Channel: c.local})
+			}
+			continue
+		}
+		if exists {
 			continue
 		}
 		s.nextID++
-		c := &channel{r: r, f: r.f, local: s.nextID, reqs: map[uint64]request{}}
+		c = &channel{r: r, f: r.f, local: s.nextID, reqs: map[uint64]request{}}
 		s.channels[c.local] = c
 		s.byKey[dk] = c
 		r.attach(s)
@@ -374,15 +389,6 @@ func (s *Session) applyAdds() {
 				return
 			}
 		}
-	}
-	for _, r := range removes {
-		dk := r.f.DiscoveryKey()
-		c, ok := s.byKey[dk]
-		if !ok {
-			continue
-		}
-		s.closeChannel(c)
-		s.send(&wire.Close{Channel: c.local})
 	}
 }
 
@@ -398,6 +404,27 @@ func (s *Session) closeChannel(c *channel) {
 		delete(s.byRemote, c.remote)
 	}
 	c.r.detach(s)
+}
+
+// peerClosed handles the peer's Close: the feed stays replicated on this
+// side, its Open already sent, so a new Open from the peer pairs it again.
+func (s *Session) peerClosed(c *channel) {
+	for id, q := range c.reqs {
+		if q.isBlock {
+			c.r.release(s, q.block)
+		}
+		delete(c.reqs, id)
+	}
+	delete(s.byRemote, c.remote)
+	c.open, c.remote, c.upgrade = false, 0, false
+	c.peerFork, c.peerLen = 0, 0
+	c.peerHas.reset()
+	c.sentAny = false
+	// Offer the feed again, so that the peer pairs it at once if it
+	// replicates the feed again.
+	dk := c.f.DiscoveryKey()
+	s.send(&wire.Open{Channel: c.local, DiscoveryKey: dk[:], Capability: s.capability(s.conn.Initiator(), c.f.Key())})
+	c.r.kick()
 }
 
 // capability proves knowledge of a feed key on this session, for one role:
@@ -432,7 +459,7 @@ func (s *Session) handle(m wire.Message) error {
 		if !ok && s.cfg.Lookup != nil {
 			if r := s.cfg.Lookup(dk); r != nil {
 				s.mu.Lock()
-				s.adds = append(s.adds, r)
+				s.ops = append(s.ops, feedOp{r, true})
 				s.mu.Unlock()
 				s.remoteOpens[dk] = m
 				s.applyAdds()
@@ -471,7 +498,7 @@ func (s *Session) handle(m wire.Message) error {
 	}
 	switch m := m.(type) {
 	case *wire.Close:
-		s.closeChannel(c)
+		s.peerClosed(c)
 	case *wire.Sync:
 		c.peerFork, c.peerLen = m.Fork, m.Length
 		if m.Fork > c.f.Fork() {

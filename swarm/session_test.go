@@ -234,3 +234,22 @@ func TestSessionWrongCapability(t *testing.T) {
 func wireOpen(ch uint32, dk, capability []byte) *wire.Open {
 	return &wire.Open{Channel: ch, DiscoveryKey: dk, Capability: capability}
 }
+
+// A feed taken off a session and put back replicates again.
+func TestSessionUnreplicateThenReplicate(t *testing.T) {
+	w := openTestFeed(t, nil)
+	appendBlocks(t, w, 0, 10)
+	r := openTestFeed(t, &feed.Options{Key: w.Key()})
+	sa, sb := sessionPair(t, false, SessionConfig{}, SessionConfig{})
+	rw, rr := replicator(t, w), replicator(t, r)
+	sa.Replicate(rw)
+	sb.Replicate(rr)
+	rr.Download(0, Live)
+	waitFor(t, "the first blocks", func() bool { return r.Downloaded() == 10 })
+
+	sa.Unreplicate(rw)
+	sa.Replicate(rw)
+	appendBlocks(t, w, 10, 5)
+	waitFor(t, "blocks appended after the channel reopened", func() bool { return r.Downloaded() == 15 })
+	requireSame(t, w, r)
+}
