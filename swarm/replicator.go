@@ -151,11 +151,6 @@ func (r *Replicator) release(s *Session, i uint64) {
 	r.mu.Unlock()
 }
 
-// wantsUpgrade reports whether the feed wants heads newer than its own: it
-// always does, so that Len follows the writer; this is the hook for a
-// future "pinned" mode.
-func (r *Replicator) wantsUpgrade() bool { return true }
-
 // Download asks connected and future peers for blocks [start, end) of the
 // feed. end = Live keeps following the feed as it grows, and never completes.
 func (r *Replicator) Download(start, end uint64) *Download {

@@ -381,7 +381,7 @@ func (s *Session) applyAdds() {
 		s.channels[c.local] = c
 		s.byKey[dk] = c
 		r.attach(s)
-		s.send(&wire.Open{Channel: c.local, DiscoveryKey: dk[:], Capability: s.capability(s.conn.Initiator(), r.f.Key())})
+		s.sendOpen(c)
 		if o, ok := s.remoteOpens[dk]; ok {
 			delete(s.remoteOpens, dk)
 			if err := s.remoteOpened(c, o); err != nil {
@@ -392,12 +392,25 @@ func (s *Session) applyAdds() {
 	}
 }
 
-func (s *Session) closeChannel(c *channel) {
-	for _, q := range c.reqs {
+// dropRequests forgets c's requests in flight, freeing their blocks for
+// other sessions.
+func (s *Session) dropRequests(c *channel) {
+	for id, q := range c.reqs {
 		if q.isBlock {
 			c.r.release(s, q.block)
 		}
+		delete(c.reqs, id)
 	}
+}
+
+// sendOpen offers c's feed to the peer.
+func (s *Session) sendOpen(c *channel) {
+	dk := c.f.DiscoveryKey()
+	s.send(&wire.Open{Channel: c.local, DiscoveryKey: dk[:], Capability: s.capability(s.conn.Initiator(), c.f.Key())})
+}
+
+func (s *Session) closeChannel(c *channel) {
+	s.dropRequests(c)
 	delete(s.channels, c.local)
 	delete(s.byKey, c.f.DiscoveryKey())
 	if c.open {
@@ -409,12 +422,7 @@ func (s *Session) closeChannel(c *channel) {
 // peerClosed handles the peer's Close: the feed stays replicated on this
 // side, its Open already sent, so a new Open from the peer pairs it again.
 func (s *Session) peerClosed(c *channel) {
-	for id, q := range c.reqs {
-		if q.isBlock {
-			c.r.release(s, q.block)
-		}
-		delete(c.reqs, id)
-	}
+	s.dropRequests(c)
 	delete(s.byRemote, c.remote)
 	c.open, c.remote, c.upgrade = false, 0, false
 	c.peerFork, c.peerLen = 0, 0
@@ -422,8 +430,7 @@ func (s *Session) peerClosed(c *channel) {
 	c.sentAny = false
 	// Offer the feed again, so that the peer pairs it at once if it
 	// replicates the feed again.
-	dk := c.f.DiscoveryKey()
-	s.send(&wire.Open{Channel: c.local, DiscoveryKey: dk[:], Capability: s.capability(s.conn.Initiator(), c.f.Key())})
+	s.sendOpen(c)
 	c.r.kick()
 }
 
@@ -750,8 +757,10 @@ func (s *Session) pump() {
 			continue
 		}
 		s.announce(c)
+		// A replica always follows the newest head a peer has, so Len
+		// tracks the writer.
 		h := c.f.Head()
-		if !c.upgrade && (c.peerFork > h.Fork || (c.peerFork == h.Fork && c.peerLen > h.Length)) && c.r.wantsUpgrade() {
+		if !c.upgrade && (c.peerFork > h.Fork || (c.peerFork == h.Fork && c.peerLen > h.Length)) {
 			s.request(c, &wire.Request{Upgrade: true}, request{})
 			c.upgrade = true
 		}
