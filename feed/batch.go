@@ -209,6 +209,29 @@ type prefetch struct {
 	index      []byte
 	data       []byte // bytes from dataAt
 	dataAt     uint64
+	checks     map[uint64]merkle.Node // nodes climbs computed and checked
+}
+
+// checked returns the node at i as a proof of this batch computed it on a
+// path that met the stored tree.
+func (pf *prefetch) checked(i uint64) (merkle.Node, bool) {
+	if pf == nil {
+		return merkle.Node{}, false
+	}
+	n, ok := pf.checks[i]
+	return n, ok
+}
+
+func (pf *prefetch) check(nodes []merkle.Node) {
+	if pf == nil || len(nodes) == 0 {
+		return
+	}
+	if pf.checks == nil {
+		pf.checks = make(map[uint64]merkle.Node, 2*(pf.end-pf.first))
+	}
+	for _, n := range nodes {
+		pf.checks[n.Index] = n
+	}
 }
 
 // maxPrefetch bounds the data ProveMany reads ahead at once.

@@ -804,3 +804,76 @@ func TestProveMany(t *testing.T) {
 		require.Equal(t, err, got[k].Err, "request %d", k)
 	}
 }
+
+// TestProveManyDamagedNodes damages, one at a time, each tree node that the
+// proofs of a run of consecutive blocks climb through: ProveMany, which
+// stops hashing where an earlier proof of the batch checked the path, must
+// report damage wherever Prove alone does.
+func TestProveManyDamagedNodes(t *testing.T) {
+	dir := t.TempDir()
+	w := openFeed(t, dir, nil)
+	appendN(t, w, 0, 64)
+	r := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+	var reqs []feed.Request
+	for i := uint64(20); i < 44; i++ {
+		req := r.BlockRequest(i)
+		req.Upgrade, req.Fork, req.Length = false, w.Fork(), w.Len()
+		reqs = append(reqs, req)
+	}
+	require.NoError(t, w.Close())
+	tree := filepath.Join(dir, "tree")
+	clean, err := os.ReadFile(tree)
+	require.NoError(t, err)
+	for n := 0; n < len(clean)/merkle.NodeSize; n++ {
+		damaged := bytes.Clone(clean)
+		damaged[n*merkle.NodeSize+merkle.NodeSize-1] ^= 1 // the last byte of its hash
+		require.NoError(t, os.WriteFile(tree, damaged, 0o600))
+		w, err := feed.Open(dir, nil)
+		if errors.Is(err, feed.ErrCorrupt) {
+			continue // a damaged root: Open reports it
+		}
+		require.NoError(t, err)
+		got := w.ProveMany(reqs)
+		for k, req := range reqs {
+			p, data, err := w.Prove(req)
+			require.Equal(t, errors.Is(err, feed.ErrCorrupt), errors.Is(got[k].Err, feed.ErrCorrupt), "node %d damaged, block %d: Prove says %v, ProveMany %v", n, req.Block.Index, err, got[k].Err)
+			if err == nil {
+				require.Equal(t, p, got[k].Proof)
+				require.Equal(t, data, got[k].Data)
+			}
+		}
+		require.NoError(t, w.Close())
+	}
+}
+
+// TestBlockRequests checks that the batched BlockRequests, which reads the
+// tree under its blocks at once, asks for the same proof nodes as
+// BlockRequest does block by block, on a replica holding a random part of
+// the feed.
+func TestBlockRequests(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	w := openFeed(t, t.TempDir(), nil)
+	appendN(t, w, 0, 300)
+	r := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+	p, _, err := w.Prove(r.UpgradeRequest())
+	require.NoError(t, err)
+	require.NoError(t, r.ApplyProof(p, nil))
+	for _, i := range rng.Perm(300)[:120] {
+		p, data, err := w.Prove(r.BlockRequest(uint64(i)))
+		require.NoError(t, err)
+		require.NoError(t, r.ApplyProof(p, data))
+	}
+	sets := [][]uint64{{0, 1}, {299, 300, 301}, {5, 200, 17, 18, 19}}
+	run := make([]uint64, 0, 300)
+	for i := range uint64(300) {
+		run = append(run, i)
+	}
+	sets = append(sets, run, []uint64{1, 1 << 20}) // the last: too wide to read at once
+	for _, set := range sets {
+		got := r.BlockRequests(set)
+		require.Len(t, got, len(set))
+		for k, i := range set {
+			require.Equal(t, r.BlockRequest(i), got[k], "block %d of %v", i, set)
+		}
+	}
+}

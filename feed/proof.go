@@ -3,6 +3,7 @@ package feed
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 
@@ -42,19 +43,72 @@ func (f *Feed) UpgradeRequest() Request {
 func (f *Feed) BlockRequest(i uint64) Request {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	return f.blockRequestLocked(i, nil)
+}
+
+// BlockRequests returns the BlockRequest of each block. Blocks close
+// together, as a download claims them, cost one read of the tree between
+// them rather than a few reads each.
+func (f *Feed) BlockRequests(blocks []uint64) []Request {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	tree := f.treeUnderLocked(blocks)
+	out := make([]Request, len(blocks))
+	for k, i := range blocks {
+		out[k] = f.blockRequestLocked(i, tree)
+	}
+	return out
+}
+
+func (f *Feed) blockRequestLocked(i uint64, tree *prefetch) Request {
 	r := Request{Fork: f.tip.Fork, Length: f.tip.Length, Upgrade: i >= f.tip.Length}
 	// Climb from the leaf until a node this feed already trusts: the proof
 	// needs only the siblings below it. Without one, ask for the whole path
 	// and let the prover stop at its root.
 	nodes := uint64(0)
 	for n := merkle.LeafIndex(i); nodes < 64; n = merkle.Parent(n) {
-		if _, ok := f.trustedLocked(n); ok {
+		if _, ok := f.trustedFrom(n, tree); ok {
 			break
 		}
 		nodes++
 	}
 	r.Block = &BlockRequest{Index: i, Nodes: nodes}
 	return r
+}
+
+// maxTreeUnder bounds the tree BlockRequests reads at once, in blocks.
+const maxTreeUnder = 8192
+
+// treeUnderLocked reads the part of the tree file under the span of blocks,
+// or returns nil if the span is too wide or the read fails (every lookup
+// then reads on its own).
+func (f *Feed) treeUnderLocked(blocks []uint64) *prefetch {
+	if len(blocks) < 2 || f.closed {
+		return nil
+	}
+	first, last := slices.Min(blocks), slices.Max(blocks)
+	if last-first >= maxTreeUnder || last >= merkle.MaxLength {
+		return nil
+	}
+	tree := &prefetch{first: first, end: last + 1, tree: make([]byte, (2*(last-first)+1)*merkle.NodeSize)}
+	// Past the end of the file, nodes are absent: zeros, as read.
+	if _, err := f.files.tree.ReadAt(tree.tree, int64(2*first)*merkle.NodeSize); err != nil && err != io.EOF {
+		return nil
+	}
+	return tree
+}
+
+// trustedFrom is trustedLocked taking stored nodes from tree when it holds
+// them.
+func (f *Feed) trustedFrom(i uint64, tree *prefetch) (merkle.Node, bool) {
+	if tree == nil || i < 2*tree.first || i >= 2*tree.end-1 || slices.ContainsFunc(f.tipRoots, func(r merkle.Node) bool { return r.Index == i }) {
+		return f.trustedLocked(i)
+	}
+	if !merkle.Covered(i, f.tip.Length) {
+		return merkle.Node{}, false
+	}
+	n := merkle.ReadNode(i, tree.tree[(i-2*tree.first)*merkle.NodeSize:])
+	return n, !n.IsZero()
 }
 
 // trustedLocked returns node i if it belongs to the tip's tree and is stored.
@@ -161,26 +215,44 @@ func (f *Feed) proveBlock(req *BlockRequest, pf *prefetch) (*merkle.BlockProof, 
 	// The path ends at the requester's trusted node or at a root of this
 	// head, whichever comes first. Climbing it here as well checks the nodes
 	// against the stored node at the top, so damage is reported, not sent.
+	// Within one ProveMany, a climb that reaches a node an earlier climb
+	// computed, with the same value, need hash no further: the earlier climb
+	// went on with the same siblings and met the stored node at its top.
 	b := &merkle.BlockProof{Index: i}
 	roots := merkle.Roots(f.head.Length)
+	matched := false // cur is a node an earlier climb checked
+	var climbed []merkle.Node
 	for uint64(len(b.Nodes)) < req.Nodes && !slices.Contains(roots, cur.Index) {
 		s, err := f.nodeFrom(merkle.Sibling(cur.Index), pf)
 		if err != nil {
 			return nil, nil, err
 		}
 		b.Nodes = append(b.Nodes, s)
-		if merkle.IsLeft(cur.Index) {
-			cur = merkle.ParentOf(cur, s)
-		} else {
-			cur = merkle.ParentOf(s, cur)
+		known, ok := pf.checked(merkle.Parent(cur.Index))
+		if !ok || !matched {
+			if merkle.IsLeft(cur.Index) {
+				cur = merkle.ParentOf(cur, s)
+			} else {
+				cur = merkle.ParentOf(s, cur)
+			}
+		}
+		switch {
+		case !ok:
+			matched = false
+			climbed = append(climbed, cur)
+		case matched || known == cur:
+			cur, matched = known, true
+		default:
+			return nil, nil, fmt.Errorf("%w: proof path of block %d does not match node %d as another proof found it", ErrCorrupt, i, cur.Index)
 		}
 	}
-	if len(b.Nodes) > 0 {
+	if len(b.Nodes) > 0 && !matched {
 		top, err := f.nodeFrom(cur.Index, pf)
 		if err != nil || top != cur {
 			return nil, nil, fmt.Errorf("%w: proof path of block %d does not match stored node %d", ErrCorrupt, i, cur.Index)
 		}
 	}
+	pf.check(climbed)
 	return b, data, nil
 }
 

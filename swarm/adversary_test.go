@@ -407,7 +407,7 @@ func TestHostileProofs(t *testing.T) {
 			return tamper(func(q *wire.Request, d *wire.Data) []wire.Message {
 				if !done && d.Block != nil && len(d.Block.Nodes) > 0 {
 					done = true
-					d.Block.Nodes[0].Hash = flip(d.Block.Nodes[0].Hash)
+					copy(d.Block.Nodes[16:], flip(d.Block.Nodes[16:wire.NodeSize])) // the first node's hash
 				}
 				return []wire.Message{d}
 			})(fx, forger)
@@ -417,14 +417,15 @@ func TestHostileProofs(t *testing.T) {
 			return tamper(func(q *wire.Request, d *wire.Data) []wire.Message {
 				if !done && d.Block != nil && len(d.Block.Nodes) > 0 {
 					done = true
-					d.Block.Nodes = d.Block.Nodes[1:]
+					d.Block.Nodes = d.Block.Nodes[wire.NodeSize:]
 				}
 				return []wire.Message{d}
 			})(fx, forger)
 		}},
 		{name: "upgrade node altered", reply: tamper(func(q *wire.Request, d *wire.Data) []wire.Message {
 			if d.Upgrade != nil {
-				d.Upgrade.Nodes[len(d.Upgrade.Nodes)-1].Hash = flip(d.Upgrade.Nodes[len(d.Upgrade.Nodes)-1].Hash)
+				last := d.Upgrade.Nodes[len(d.Upgrade.Nodes)-32:] // the last node's hash
+				copy(last, flip(last))
 			}
 			return []wire.Message{d}
 		})},

@@ -768,8 +768,9 @@ func (s *Session) pump() {
 		if room <= 0 || c.peerFork != h.Fork {
 			continue
 		}
-		for _, i := range c.r.claim(s, room, h.Length, c.peerHas.get) {
-			r := c.f.BlockRequest(i)
+		claimed := c.r.claim(s, room, h.Length, c.peerHas.get)
+		for k, r := range c.f.BlockRequests(claimed) {
+			i := claimed[k]
 			s.request(c, &wire.Request{Block: &wire.BlockRequest{Index: i, Nodes: r.Block.Nodes}}, request{block: i, isBlock: true})
 		}
 	}

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -15,6 +16,10 @@ const (
 	maxBitfield     = 4096
 	keySize         = 32
 	signatureSize   = 64
+
+	// NodeSize is the size of one proof node on the wire:
+	// u64le(index) ‖ u64le(size) ‖ hash (32).
+	NodeSize = 48
 )
 
 var errField = errors.New("bad field")
@@ -72,13 +77,6 @@ type BlockRequest struct {
 	Nodes uint64
 }
 
-// Node is a merkle.Node on the wire.
-type Node struct {
-	Index uint64
-	Size  uint64
-	Hash  []byte
-}
-
 // Data answers a Request with a proof.
 type Data struct {
 	Channel uint32
@@ -89,17 +87,21 @@ type Data struct {
 }
 
 // BlockData is a block with its proof path.
+//
+// Nodes are packed, NodeSize bytes each, rather than an array of maps or
+// arrays: a download carries a dozen of them per block, and one byte string
+// costs one allocation to decode where an array of arrays costs two per node.
 type BlockData struct {
 	Index uint64
 	Value []byte
-	Nodes []Node
+	Nodes []byte
 }
 
 // UpgradeData is an upgrade proof.
 type UpgradeData struct {
 	Start     uint64
 	Length    uint64
-	Nodes     []Node
+	Nodes     []byte // packed as in BlockData
 	Signature []byte
 }
 
@@ -210,16 +212,16 @@ func (m *Data) Validate() error {
 		return fmt.Errorf("%w: empty data", errField)
 	}
 	if b := m.Block; b != nil {
-		if len(b.Value) > maxBlock || len(b.Nodes) > maxPathNodes {
-			return fmt.Errorf("%w: block of %d bytes with %d nodes", errField, len(b.Value), len(b.Nodes))
+		if len(b.Value) > maxBlock || len(b.Nodes) > maxPathNodes*NodeSize {
+			return fmt.Errorf("%w: block of %d bytes with %d bytes of nodes", errField, len(b.Value), len(b.Nodes))
 		}
 		if err := validNodes(b.Nodes); err != nil {
 			return err
 		}
 	}
 	if u := m.Upgrade; u != nil {
-		if len(u.Nodes) > maxUpgradeNodes || len(u.Signature) != signatureSize {
-			return fmt.Errorf("%w: upgrade with %d nodes, %d-byte signature", errField, len(u.Nodes), len(u.Signature))
+		if len(u.Nodes) > maxUpgradeNodes*NodeSize || len(u.Signature) != signatureSize {
+			return fmt.Errorf("%w: upgrade with %d bytes of nodes, %d-byte signature", errField, len(u.Nodes), len(u.Signature))
 		}
 		if err := validNodes(u.Nodes); err != nil {
 			return err
@@ -228,11 +230,9 @@ func (m *Data) Validate() error {
 	return nil
 }
 
-func validNodes(ns []Node) error {
-	for _, n := range ns {
-		if len(n.Hash) != 32 {
-			return fmt.Errorf("%w: %d-byte node hash", errField, len(n.Hash))
-		}
+func validNodes(b []byte) error {
+	if len(b)%NodeSize != 0 {
+		return fmt.Errorf("%w: %d bytes of nodes is not a whole number of %d-byte nodes", errField, len(b), NodeSize)
 	}
 	return nil
 }
@@ -255,11 +255,11 @@ func (m *Data) ToProof() (*merkle.Proof, []byte) {
 	p := &merkle.Proof{Fork: m.Fork}
 	var value []byte
 	if b := m.Block; b != nil {
-		p.Block = &merkle.BlockProof{Index: b.Index, Nodes: fromWire(b.Nodes)}
+		p.Block = &merkle.BlockProof{Index: b.Index, Nodes: UnpackNodes(b.Nodes)}
 		value = b.Value
 	}
 	if u := m.Upgrade; u != nil {
-		p.Upgrade = &merkle.UpgradeProof{Start: u.Start, Length: u.Length, Nodes: fromWire(u.Nodes), Signature: u.Signature}
+		p.Upgrade = &merkle.UpgradeProof{Start: u.Start, Length: u.Length, Nodes: UnpackNodes(u.Nodes), Signature: u.Signature}
 	}
 	return p, value
 }
@@ -268,27 +268,33 @@ func (m *Data) ToProof() (*merkle.Proof, []byte) {
 func DataFrom(channel uint32, id uint64, p *merkle.Proof, value []byte) *Data {
 	d := &Data{Channel: channel, ID: id, Fork: p.Fork}
 	if b := p.Block; b != nil {
-		d.Block = &BlockData{Index: b.Index, Value: value, Nodes: toWire(b.Nodes)}
+		d.Block = &BlockData{Index: b.Index, Value: value, Nodes: PackNodes(b.Nodes)}
 	}
 	if u := p.Upgrade; u != nil {
-		d.Upgrade = &UpgradeData{Start: u.Start, Length: u.Length, Nodes: toWire(u.Nodes), Signature: u.Signature}
+		d.Upgrade = &UpgradeData{Start: u.Start, Length: u.Length, Nodes: PackNodes(u.Nodes), Signature: u.Signature}
 	}
 	return d
 }
 
-func fromWire(ns []Node) []merkle.Node {
-	out := make([]merkle.Node, len(ns))
-	for i, n := range ns {
-		out[i] = merkle.Node{Index: n.Index, Size: n.Size}
-		copy(out[i].Hash[:], n.Hash)
+// UnpackNodes returns the nodes of a validated packed node list.
+func UnpackNodes(b []byte) []merkle.Node {
+	out := make([]merkle.Node, len(b)/NodeSize)
+	for i := range out {
+		r := b[i*NodeSize : (i+1)*NodeSize]
+		out[i] = merkle.Node{Index: binary.LittleEndian.Uint64(r), Size: binary.LittleEndian.Uint64(r[8:])}
+		copy(out[i].Hash[:], r[16:])
 	}
 	return out
 }
 
-func toWire(ns []merkle.Node) []Node {
-	out := make([]Node, len(ns))
+// PackNodes lays nodes out as BlockData.Nodes and UpgradeData.Nodes carry them.
+func PackNodes(ns []merkle.Node) []byte {
+	out := make([]byte, len(ns)*NodeSize)
 	for i, n := range ns {
-		out[i] = Node{Index: n.Index, Size: n.Size, Hash: n.Hash[:]}
+		r := out[i*NodeSize:]
+		binary.LittleEndian.PutUint64(r, n.Index)
+		binary.LittleEndian.PutUint64(r[8:], n.Size)
+		copy(r[16:NodeSize], n.Hash[:])
 	}
 	return out
 }
