@@ -14,6 +14,39 @@ import (
 type ProofData struct {
 	Proof *merkle.Proof
 	Data  []byte
+	leaf  *prepared
+}
+
+// prepared is the leaf of a block's data, computed by Prepare.
+type prepared struct {
+	data []byte // what was hashed
+	leaf merkle.Node
+}
+
+// Prepare returns the ProofData of p and data with the leaf hash of data
+// computed now rather than in ApplyProofs, under the feed's lock: a
+// replicator can hash the blocks it receives on one goroutine while another
+// stores them. data must not change afterwards; if Data is replaced, the
+// hash is computed again.
+func Prepare(p *merkle.Proof, data []byte) ProofData {
+	pd := ProofData{Proof: p, Data: data}
+	if p != nil && p.Block != nil && p.Block.Index < merkle.MaxLength {
+		pd.leaf = &prepared{data: data, leaf: merkle.Leaf(p.Block.Index, data)}
+	}
+	return pd
+}
+
+// verifyBlock verifies pd's block proof, with the leaf from Prepare when it
+// is still pd's.
+func (pd *ProofData) verifyBlock(b *merkle.BlockProof, trusted func(uint64) (merkle.Node, bool)) ([]merkle.Node, error) {
+	if l := pd.leaf; l != nil && l.leaf.Index == merkle.LeafIndex(b.Index) && sameSlice(l.data, pd.Data) {
+		return b.VerifyLeaf(l.leaf, trusted)
+	}
+	return b.Verify(pd.Data, trusted)
+}
+
+func sameSlice(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // ApplyProofs applies proofs in order, with the same result as calling
@@ -79,7 +112,8 @@ func (f *Feed) applyBlocks(batch []ProofData, errs []error) {
 	}
 	var blocks []staged
 	seen := map[uint64]bool{}
-	for k, pd := range batch {
+	for k := range batch {
+		pd := &batch[k]
 		b := pd.Proof.Block
 		switch {
 		case pd.Proof.Fork < tip.Fork:
@@ -96,7 +130,7 @@ func (f *Feed) applyBlocks(batch []ProofData, errs []error) {
 			continue
 		}
 		b = dropSurplus(b, trusted)
-		est, err := b.Verify(pd.Data, trusted)
+		est, err := pd.verifyBlock(b, trusted)
 		if err != nil {
 			errs[k] = fmt.Errorf("feed: apply proof: %w", err)
 			continue
@@ -152,14 +186,11 @@ func (f *Feed) storeBlocksLocked(blocks []staged, nodes map[uint64]merkle.Node) 
 			j++
 		}
 		run := blocks[i:j]
-		data := f.gather[:0]
 		idx := make([]byte, 8*len(run))
 		for k, b := range run {
-			data = append(data, b.data...)
 			binary.LittleEndian.PutUint64(idx[8*k:], b.offset)
 		}
-		f.gather = data[:0]
-		if _, err := f.files.data.WriteAt(data, int64(run[0].offset)); err != nil {
+		if err := f.writeRun(run); err != nil {
 			return next, err
 		}
 		if _, err := f.files.index.WriteAt(idx, int64(run[0].index)*8); err != nil {
@@ -192,6 +223,41 @@ func (f *Feed) storeBlocksLocked(blocks []staged, nodes map[uint64]merkle.Node) 
 	}
 	f.tip, f.head = next, next
 	return next, nil
+}
+
+// gatherBelow is the block size under which writeRun copies blocks together
+// for one write; a larger block costs more to copy than a system call.
+const gatherBelow = 16 << 10
+
+// writeRun writes the data of consecutive blocks, which is contiguous.
+func (f *Feed) writeRun(run []staged) error {
+	gathered := f.gather[:0]
+	at := run[0].offset
+	flush := func() error {
+		if len(gathered) == 0 {
+			return nil
+		}
+		_, err := f.files.data.WriteAt(gathered, int64(at))
+		at += uint64(len(gathered))
+		gathered = gathered[:0]
+		return err
+	}
+	for _, b := range run {
+		if len(b.data) < gatherBelow {
+			gathered = append(gathered, b.data...)
+			continue
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		if _, err := f.files.data.WriteAt(b.data, int64(at)); err != nil {
+			return err
+		}
+		at += uint64(len(b.data))
+	}
+	err := flush()
+	f.gather = gathered[:0]
+	return err
 }
 
 // Proved is one answer of ProveMany.

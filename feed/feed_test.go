@@ -877,3 +877,72 @@ func TestBlockRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyProofsMixedSizes stores a batch of consecutive blocks whose
+// sizes straddle the size under which their data is gathered into one
+// write, and reads every block back.
+func TestApplyProofsMixedSizes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	w := openFeed(t, t.TempDir(), nil)
+	var blocks [][]byte
+	for i := range 40 {
+		size := []int{0, 1, 100, 16<<10 - 1, 16 << 10, 70 << 10}[rng.IntN(6)]
+		b := make([]byte, size)
+		for k := range b {
+			b[k] = byte(i + k)
+		}
+		blocks = append(blocks, b)
+	}
+	_, err := w.Append(blocks...)
+	require.NoError(t, err)
+	r := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+	up, _, err := w.Prove(r.UpgradeRequest())
+	require.NoError(t, err)
+	require.NoError(t, r.ApplyProof(up, nil))
+	var batch []feed.ProofData
+	for i := range uint64(40) {
+		p, data, err := w.Prove(r.BlockRequest(i))
+		require.NoError(t, err)
+		batch = append(batch, feed.ProofData{Proof: p, Data: data})
+	}
+	for k, err := range r.ApplyProofs(batch) {
+		require.NoError(t, err, "block %d", k)
+	}
+	for i, want := range blocks {
+		got, err := r.Get(context.Background(), uint64(i))
+		require.NoError(t, err)
+		require.Equal(t, want, got, "block %d", i)
+	}
+	require.NoError(t, r.Verify(context.Background()))
+}
+
+// TestPrepare applies proofs whose leaves Prepare hashed ahead, and checks
+// that a Data replaced after Prepare is hashed again, not trusted.
+func TestPrepare(t *testing.T) {
+	w := openFeed(t, t.TempDir(), nil)
+	appendN(t, w, 0, 20)
+	r := openFeed(t, t.TempDir(), &feed.Options{Key: w.Key()})
+	up, _, err := w.Prove(r.UpgradeRequest())
+	require.NoError(t, err)
+	require.NoError(t, r.ApplyProof(up, nil))
+	var batch []feed.ProofData
+	for i := range uint64(20) {
+		p, data, err := w.Prove(r.BlockRequest(i))
+		require.NoError(t, err)
+		batch = append(batch, feed.Prepare(p, data))
+	}
+	batch[3].Data = []byte("forged")                              // replaced after Prepare
+	batch[5].Proof.Block.Index, batch[6].Proof.Block.Index = 6, 5 // swapped after Prepare
+	errs := r.ApplyProofs(batch)
+	for k, err := range errs {
+		if k == 3 || k == 5 || k == 6 {
+			require.ErrorIs(t, err, feed.ErrInvalidProof, "proof %d", k)
+			continue
+		}
+		require.NoError(t, err, "proof %d", k)
+	}
+	for i := range uint64(20) {
+		require.Equal(t, i != 3 && i != 5 && i != 6, r.Has(i), "block %d", i)
+	}
+	require.NoError(t, r.Verify(context.Background()))
+}

@@ -60,10 +60,19 @@ func (p *BlockProof) Verify(data []byte, trusted func(index uint64) (Node, bool)
 	if p.Index >= MaxLength {
 		return nil, fmt.Errorf("%w: block %d out of range", ErrInvalidProof, p.Index)
 	}
+	return p.VerifyLeaf(Leaf(p.Index, data), trusted)
+}
+
+// VerifyLeaf is Verify given the leaf of the data (see Leaf) rather than the
+// data, for a verifier that hashes blocks apart from verifying them.
+func (p *BlockProof) VerifyLeaf(leaf Node, trusted func(index uint64) (Node, bool)) ([]Node, error) {
+	if p.Index >= MaxLength || leaf.Index != LeafIndex(p.Index) {
+		return nil, fmt.Errorf("%w: leaf %d for block %d", ErrInvalidProof, leaf.Index, p.Index)
+	}
 	if len(p.Nodes) > maxPath {
 		return nil, fmt.Errorf("%w: %d nodes in a block path", ErrInvalidProof, len(p.Nodes))
 	}
-	cur := Leaf(p.Index, data)
+	cur := leaf
 	nodes := make([]Node, 0, 1+2*len(p.Nodes))
 	nodes = append(nodes, cur)
 	for _, sib := range p.Nodes {

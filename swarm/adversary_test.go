@@ -779,7 +779,7 @@ func TestHostileRequestFlood(t *testing.T) {
 			require.NotNil(t, m.Block)
 			want, err := w.Get(context.Background(), m.Block.Index)
 			require.NoError(t, err)
-			require.Equal(t, want, m.Block.Value)
+			require.Equal(t, want, []byte(m.Block.Value))
 			data++
 		}
 	}

@@ -249,12 +249,25 @@ func (s *Session) readLoop() {
 			}
 			return
 		}
+		if d, ok := m.(*wire.Data); ok {
+			// Hashing the block here, rather than in the loop that stores
+			// it, puts a download's two costliest steps on two cores.
+			p, value := d.ToProof()
+			m = &received{Data: d, proof: feed.Prepare(p, value)}
+		}
 		select {
 		case s.inbox <- m:
 		case <-s.closing:
 			return
 		}
 	}
+}
+
+// received is a Data as readLoop passes it on: with its proof converted and
+// its block hashed.
+type received struct {
+	*wire.Data
+	proof feed.ProofData
 }
 
 // failSend ends the session after a failed write, blaming the peer when the
@@ -521,8 +534,8 @@ func (s *Session) handle(m wire.Message) error {
 		c.peerHas.setPage(m.Page, m.Bits, c.peerLen)
 	case *wire.Request:
 		s.serve(c, []*wire.Request{m})
-	case *wire.Data:
-		return s.receive(c, []*wire.Data{m})
+	case *received:
+		return s.receive(c, []*received{m})
 	case *wire.NoData:
 		q, ok := c.reqs[m.ID]
 		if !ok {
@@ -557,7 +570,7 @@ func channelOf(m wire.Message) uint32 {
 		return m.Channel
 	case *wire.Request:
 		return m.Channel
-	case *wire.Data:
+	case *received:
 		return m.Channel
 	case *wire.NoData:
 		return m.Channel
@@ -668,7 +681,7 @@ func (s *Session) handleAll(ms []wire.Message) error {
 			i = j
 			continue
 		}
-		d, ok := ms[i].(*wire.Data)
+		d, ok := ms[i].(*received)
 		if !ok {
 			if err := s.handle(ms[i]); err != nil {
 				return err
@@ -678,16 +691,16 @@ func (s *Session) handleAll(ms []wire.Message) error {
 		}
 		j := i + 1
 		for j < len(ms) {
-			if e, ok := ms[j].(*wire.Data); !ok || e.Channel != d.Channel {
+			if e, ok := ms[j].(*received); !ok || e.Channel != d.Channel {
 				break
 			}
 			j++
 		}
 		c, ok := s.byRemote[d.Channel]
 		if ok {
-			datas := make([]*wire.Data, 0, j-i)
+			datas := make([]*received, 0, j-i)
 			for _, m := range ms[i:j] {
-				datas = append(datas, m.(*wire.Data))
+				datas = append(datas, m.(*received))
 			}
 			if err := s.receive(c, datas); err != nil {
 				return err
@@ -700,7 +713,7 @@ func (s *Session) handleAll(ms []wire.Message) error {
 
 // receive applies proofs the peer sent. One that does not verify ends the
 // session: the feed stored nothing of it.
-func (s *Session) receive(c *channel, ms []*wire.Data) error {
+func (s *Session) receive(c *channel, ms []*received) error {
 	batch := make([]feed.ProofData, 0, len(ms))
 	var claimed []uint64
 	defer func() {
@@ -722,8 +735,7 @@ func (s *Session) receive(c *channel, ms []*wire.Data) error {
 		} else {
 			c.upgrade = false
 		}
-		p, value := m.ToProof()
-		batch = append(batch, feed.ProofData{Proof: p, Data: value})
+		batch = append(batch, m.proof)
 	}
 	for _, err := range c.f.ApplyProofs(batch) {
 		switch {

@@ -93,7 +93,7 @@ type Data struct {
 // costs one allocation to decode where an array of arrays costs two per node.
 type BlockData struct {
 	Index uint64
-	Value []byte
+	Value Bytes
 	Nodes []byte
 }
 
@@ -125,6 +125,21 @@ type Ping struct {
 // Pong answers a Ping.
 type Pong struct {
 	Nonce uint64
+}
+
+// Bytes is a byte string that a Reader decodes without copying: it points
+// into the frame it came in, which the Reader never reuses. A block value
+// decoded as a plain []byte would be copied, and, since decoding allocates
+// at most MaxInitLen at first, copied again each time it grows.
+type Bytes []byte
+
+// MarshalBinary implements encoding.BinaryMarshaler.
+func (b Bytes) MarshalBinary() ([]byte, error) { return b, nil }
+
+// UnmarshalBinary implements encoding.BinaryUnmarshaler, keeping data.
+func (b *Bytes) UnmarshalBinary(data []byte) error {
+	*b = data
+	return nil
 }
 
 // Type implements Message.
