@@ -186,14 +186,14 @@ func (f *Feed) storeBlocksLocked(blocks []staged, nodes map[uint64]merkle.Node) 
 			j++
 		}
 		run := blocks[i:j]
-		idx := make([]byte, 8*len(run))
+		idx := make([]byte, indexEntrySize*len(run))
 		for k, b := range run {
-			binary.LittleEndian.PutUint64(idx[8*k:], b.offset)
+			putIndexEntry(idx[indexEntrySize*k:], b.offset, b.data)
 		}
 		if err := f.writeRun(run); err != nil {
 			return next, err
 		}
-		if _, err := f.files.index.WriteAt(idx, int64(run[0].index)*8); err != nil {
+		if _, err := f.files.index.WriteAt(idx, int64(run[0].index)*indexEntrySize); err != nil {
 			return next, err
 		}
 		i = j
@@ -342,18 +342,18 @@ func (f *Feed) prefetchLocked(reqs []Request) *prefetch {
 	if end-first < 2 || !f.has(first) {
 		return nil
 	}
-	pf := &prefetch{first: first, end: end, tree: make([]byte, (2*(end-first)-1)*merkle.NodeSize), index: make([]byte, 8*(end-first))}
+	pf := &prefetch{first: first, end: end, tree: make([]byte, (2*(end-first)-1)*merkle.NodeSize), index: make([]byte, indexEntrySize*(end-first))}
 	if n, _ := f.files.tree.ReadAt(pf.tree, int64(2*first)*merkle.NodeSize); n < len(pf.tree) {
 		return nil
 	}
-	if n, _ := f.files.index.ReadAt(pf.index, int64(first)*8); n < len(pf.index) {
+	if n, _ := f.files.index.ReadAt(pf.index, int64(first)*indexEntrySize); n < len(pf.index) {
 		return nil
 	}
 	// The data of consecutive blocks is contiguous; read what the index
 	// and leaves say it spans, if that is not too much.
 	lo := binary.LittleEndian.Uint64(pf.index)
 	last := merkle.ReadNode(2*(end-1), pf.tree[2*(end-1-first)*merkle.NodeSize:])
-	hi := binary.LittleEndian.Uint64(pf.index[8*(end-1-first):]) + last.Size
+	hi := binary.LittleEndian.Uint64(pf.index[indexEntrySize*(end-1-first):]) + last.Size
 	if hi < lo || hi-lo > maxPrefetch || hi > f.head.ByteLength {
 		return pf // leaves and offsets still help; data is read per block
 	}

@@ -222,8 +222,8 @@ func TestCorruptionReplica(t *testing.T) {
 		case "index":
 			var out []int
 			for i := range blocks {
-				for k := range 8 {
-					out = append(out, int(i)*8+k)
+				for k := range 16 { // its index entry
+					out = append(out, int(i)*16+k)
 				}
 			}
 			return out

@@ -17,7 +17,8 @@
 //	          the last 8 fork points, CRC-32C of the slot
 //	tree      node i at byte 40·i: u64le(size) ‖ hash; 40 zero bytes = absent
 //	data      block bytes at their byte offset in the feed (holes on replicas)
-//	index     u64le byte offset of block i at byte 8·i
+//	index     entry of block i at byte 16·i: u64le(byte offset) ‖
+//	          u32le(CRC-32C of the block) ‖ 4 zero bytes
 //	bitfield  which blocks are held: 4096-byte pages of bits, each followed
 //	          by its CRC-32C and 4 zero bytes
 //	secret    the Ed25519 seed, mode 0600, only when Open generated the key
@@ -55,7 +56,9 @@
 //
 // Damage is reported as ErrCorrupt and never returned as good data: Open
 // checks the header's checksums, the roots, the signature and the bitfield's
-// checksums; Get checks each block against its leaf hash; Prove checks the
+// checksums; Get checks each block against its checksum and its leaf hash;
+// Prove checks each block against its checksum only (hashing it again would
+// double the cost of serving, and the requester hashes it anyway) and the
 // nodes it sends against the stored node above them; Verify checks
 // everything. A failed write leaves the feed as it was; a failed fsync fails
 // the feed (ErrFailed) until it is reopened, since the state on disk is then

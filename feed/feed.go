@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -292,7 +293,7 @@ func (f *Feed) load(o *Options) error {
 		if err := f.checkSize(f.files.data, "data", int64(h.ByteLength)); err != nil {
 			return err
 		}
-		if err := f.checkSize(f.files.index, "index", int64(h.Length)*8); err != nil {
+		if err := f.checkSize(f.files.index, "index", int64(h.Length)*indexEntrySize); err != nil {
 			return err
 		}
 	}
@@ -349,7 +350,7 @@ func (f *Feed) trim(length uint64) error {
 	for _, x := range []struct {
 		fl   File
 		size int64
-	}{{f.files.index, int64(length) * 8}, {f.files.data, int64(f.byteLength(length))}} {
+	}{{f.files.index, int64(length) * indexEntrySize}, {f.files.data, int64(f.byteLength(length))}} {
 		s, err := fileSize(x.fl)
 		if err != nil {
 			return err
@@ -508,20 +509,20 @@ func (f *Feed) Get(ctx context.Context, i uint64) ([]byte, error) {
 // returns too. The caller holds mu and has checked that the feed holds the
 // block.
 func (f *Feed) readBlock(i uint64) ([]byte, merkle.Node, error) {
-	return f.readBlockFrom(i, nil)
+	return f.readBlockFrom(i, nil, true)
 }
 
 // readBlockFrom is readBlock taking what it can from pf, which ProveMany
 // reads for a run of blocks at once.
-func (f *Feed) readBlockFrom(i uint64, pf *prefetch) ([]byte, merkle.Node, error) {
+func (f *Feed) readBlockFrom(i uint64, pf *prefetch, hash bool) ([]byte, merkle.Node, error) {
 	var leaf merkle.Node
-	var off uint64
+	var entry []byte
 	var err error
 	inRun := pf != nil && i >= pf.first && i < pf.end
 	if inRun {
 		k := i - pf.first
 		leaf = merkle.ReadNode(merkle.LeafIndex(i), pf.tree[2*k*merkle.NodeSize:])
-		off = binary.LittleEndian.Uint64(pf.index[8*k:])
+		entry = pf.index[k*indexEntrySize : (k+1)*indexEntrySize]
 	} else {
 		// Random reads would only churn the cache: go to the disk.
 		if leaf, err = f.readNodeDisk(merkle.LeafIndex(i)); err != nil {
@@ -532,11 +533,14 @@ func (f *Feed) readBlockFrom(i uint64, pf *prefetch) ([]byte, merkle.Node, error
 		return nil, leaf, fmt.Errorf("%w: leaf node of block %d is missing or damaged", ErrCorrupt, i)
 	}
 	if !inRun {
-		var ob [8]byte
-		if _, err := f.files.index.ReadAt(ob[:], int64(i)*8); err != nil {
+		entry = make([]byte, indexEntrySize)
+		if _, err := f.files.index.ReadAt(entry, int64(i)*indexEntrySize); err != nil {
 			return nil, leaf, fmt.Errorf("%w: index of block %d: %v", ErrCorrupt, i, err)
 		}
-		off = binary.LittleEndian.Uint64(ob[:])
+	}
+	off, sum, ok := readIndexEntry(entry)
+	if !ok {
+		return nil, leaf, fmt.Errorf("%w: index entry of block %d is damaged", ErrCorrupt, i)
 	}
 	if off > f.head.ByteLength || leaf.Size > f.head.ByteLength-off {
 		return nil, leaf, fmt.Errorf("%w: block %d indexed at byte %d, past the feed's end", ErrCorrupt, i, off)
@@ -550,7 +554,10 @@ func (f *Feed) readBlockFrom(i uint64, pf *prefetch) ([]byte, merkle.Node, error
 			return nil, leaf, fmt.Errorf("%w: block %d: short read: %v", ErrCorrupt, i, err)
 		}
 	}
-	if merkle.LeafHash(data) != leaf.Hash {
+	if crc32.Checksum(data, castagnoli) != sum {
+		return nil, leaf, fmt.Errorf("%w: block %d does not match its checksum", ErrCorrupt, i)
+	}
+	if hash && merkle.LeafHash(data) != leaf.Hash {
 		return nil, leaf, fmt.Errorf("%w: block %d does not match its hash", ErrCorrupt, i)
 	}
 	return data, leaf, nil
@@ -717,7 +724,7 @@ func (f *Feed) hashLeaves(start uint64, blocks [][]byte, total int) []merkle.Nod
 // saving the copy.
 func (f *Feed) writeBlocks(start, off uint64, blocks [][]byte) error {
 	const gather, alone = 1 << 20, 64 << 10
-	idx := make([]byte, 8*len(blocks))
+	idx := make([]byte, indexEntrySize*len(blocks))
 	run := f.gather[:0]
 	defer func() { f.gather = run[:0] }()
 	pos, runAt := off, off
@@ -730,7 +737,7 @@ func (f *Feed) writeBlocks(start, off uint64, blocks [][]byte) error {
 		return err
 	}
 	for i, b := range blocks {
-		binary.LittleEndian.PutUint64(idx[8*i:], pos)
+		putIndexEntry(idx[indexEntrySize*i:], pos, b)
 		if len(b) >= alone {
 			if err := flush(); err != nil {
 				return err
@@ -754,8 +761,26 @@ func (f *Feed) writeBlocks(start, off uint64, blocks [][]byte) error {
 	if err := flush(); err != nil {
 		return err
 	}
-	_, err := f.files.index.WriteAt(idx, int64(start)*8)
+	_, err := f.files.index.WriteAt(idx, int64(start)*indexEntrySize)
 	return err
+}
+
+// indexEntrySize is the size of a block's entry in the index file.
+const indexEntrySize = 16
+
+// putIndexEntry lays out the index entry of a block of data at byte offset
+// off: u64le(off) ‖ u32le(CRC-32C of data) ‖ 4 zero bytes. The checksum lets
+// Prove catch a damaged block without hashing it (the receiver hashes it).
+func putIndexEntry(b []byte, off uint64, data []byte) {
+	binary.LittleEndian.PutUint64(b, off)
+	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(data, castagnoli))
+	clear(b[12:indexEntrySize])
+}
+
+// readIndexEntry reads what putIndexEntry wrote; ok is false if the entry's
+// zero bytes are not zero.
+func readIndexEntry(b []byte) (off uint64, sum uint32, ok bool) {
+	return binary.LittleEndian.Uint64(b), binary.LittleEndian.Uint32(b[8:]), isZero(b[12:indexEntrySize])
 }
 
 // writeAppendNodes stores the nodes an append created. Those at or past leaf

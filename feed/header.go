@@ -20,7 +20,7 @@ const (
 	headerSlotSize = 512
 	headerSlots    = 2
 	headerFileSize = headerSlotSize * headerSlots
-	headerVersion  = 1
+	headerVersion  = 2
 	maxForkHistory = 8
 
 	flagSigned   = 1 << 0
