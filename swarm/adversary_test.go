@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/hyperfeed/hyperfeed/feed"
@@ -219,9 +220,9 @@ func (h *hostile) capability(key [32]byte) []byte {
 }
 
 // awaitOpen waits for the honest side to open f. An Open that arrives
-// before the honest side replicates f is parked, and what follows it on its
-// channel is dropped (see TestHostileEarlySync): an attacker that wants to
-// be heard waits, as an honest peer does.
+// before the honest side replicates f is parked, and of what follows it on
+// its channel only the head and holdings are kept (see TestHostileEarlySync):
+// an attacker that wants all it says heard waits, as an honest peer does.
 func (h *hostile) awaitOpen(t testing.TB, f *feed.Feed) {
 	t.Helper()
 	dk := f.DiscoveryKey()
@@ -949,65 +950,146 @@ func TestHostilePeerHoldings(t *testing.T) {
 // TestHostileUnreadReplies asks for blocks and never reads the answers: the
 // honest side cannot send them, and must not pile them up without bound.
 func TestHostileUnreadReplies(t *testing.T) {
-	const blocks, requests = 16, 512
-	w := openTestFeed(t, nil)
-	big := make([][]byte, blocks)
-	for i := range big {
-		big[i] = bytes.Repeat([]byte{byte(i)}, 64<<10)
-	}
-	_, err := w.Append(big...)
-	require.NoError(t, err)
-	honest, h := newHostile(t, SessionConfig{}, readToOpen)
-	honest.Replicate(replicator(t, w))
-	h.awaitOpen(t, w)
-	require.NoError(t, h.open(7, w, 0, 0, false))
-	var ms []wire.Message
-	for id := range uint64(requests) {
-		ms = append(ms, &wire.Request{Channel: 7, ID: id + 1, Length: blocks, Block: &wire.BlockRequest{Index: id % blocks}})
-	}
-	// About 20 KiB of requests; the writes go through because the honest
-	// side keeps reading.
-	require.NoError(t, h.send(append(ms, &wire.Ping{Nonce: 99})...))
-	// The honest side has handled them all once the Pong for the Ping sent
-	// last is queued.
-	var queued, queuedBytes int
-	waitFor(t, "the Pong queued behind the answers", func() bool {
-		honest.mu.Lock()
-		defer honest.mu.Unlock()
-		if len(honest.outq) == 0 {
-			return false
+	synctest.Test(t, func(t *testing.T) {
+		const blocks, requests, blockSize = 16, 512, 64 << 10
+		w := openTestFeed(t, nil)
+		big := make([][]byte, blocks)
+		for i := range big {
+			big[i] = bytes.Repeat([]byte{byte(i)}, blockSize)
 		}
-		p, ok := honest.outq[len(honest.outq)-1].(*wire.Pong)
-		if !ok || p.Nonce != 99 {
-			return false
+		_, err := w.Append(big...)
+		require.NoError(t, err)
+		honest, h := newHostile(t, SessionConfig{}, readToOpen)
+		honest.Replicate(replicator(t, w))
+		h.awaitOpen(t, w)
+		require.NoError(t, h.open(7, w, 0, 0, false))
+		var ms []wire.Message
+		for id := range uint64(requests) {
+			ms = append(ms, &wire.Request{Channel: 7, ID: id + 1, Length: blocks, Block: &wire.BlockRequest{Index: id % blocks}})
 		}
-		queued, queuedBytes = len(honest.outq), 0
-		for _, m := range honest.outq {
-			if d, ok := m.(*wire.Data); ok && d.Block != nil {
-				queuedBytes += len(d.Block.Value)
+		// About 20 KiB of requests, for 32 MiB of answers; the writes go
+		// through because the honest side keeps reading.
+		require.NoError(t, h.send(append(ms, &wire.Ping{Nonce: 99})...))
+		// Once every goroutine of the bubble is blocked, the honest side has
+		// handled everything sent (no time passes meanwhile: no timeout).
+		synctest.Wait()
+		honest.Close()
+		require.ErrorIs(t, honest.Err(), ErrSessionClosed)
+
+		// The loop goroutine is gone: its state is safe to read.
+		queued := honest.queued.Load()
+		waiting := 0
+		for _, m := range honest.unanswered {
+			if _, ok := m.(*wire.Request); ok {
+				waiting++
 			}
 		}
-		return true
+		t.Logf("%d KiB queued for a peer that reads nothing; %d requests wait", queued>>10, waiting)
+		// One answer past the bound at most: the runs served are sized to
+		// the room left.
+		require.LessOrEqual(t, queued, int64(maxQueued+blockSize+1024))
+		require.GreaterOrEqual(t, waiting, requests-maxQueued/blockSize-1)
+		// The Ping sent last waits behind the requests: answers keep the
+		// order of what they answer.
+		p, ok := honest.unanswered[len(honest.unanswered)-1].(*wire.Ping)
+		require.True(t, ok, "the Ping is not the last to wait")
+		require.Equal(t, uint64(99), p.Nonce)
 	})
-	t.Logf("%d messages, %d MiB of blocks, queued for a peer that reads nothing", queued, queuedBytes>>20)
-	if queuedBytes > 8<<20 {
-		t.Skipf("BUG: %d requests (~%d KiB) from a peer that reads nothing made the session queue %d messages "+
-			"holding %d MiB of blocks: the outgoing queue has no bound and nothing stops reading requests "+
-			"while it cannot be sent", requests, requests*40>>10, queued, queuedBytes>>20)
-	}
+}
+
+// TestHostileUnreadFlood floods a session with requests and reads nothing:
+// past maxUnanswered waiting requests, the honest side must stop reading,
+// so that the attacker's writes block rather than the honest side's memory
+// grow.
+func TestHostileUnreadFlood(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Enough that what the reading side buffers (its inbox, and the
+		// reader's and the decryption's buffers) cannot hold the excess.
+		const requests = maxUnanswered + 10000
+		// Answers that fill the queue at once, since the attacker reads
+		// nothing: a few large blocks, asked many times.
+		w := openTestFeed(t, nil)
+		for i := range 10 {
+			_, err := w.Append(bytes.Repeat([]byte{byte(i)}, 64<<10))
+			require.NoError(t, err)
+		}
+		honest, h := newHostile(t, SessionConfig{}, readToOpen)
+		honest.Replicate(replicator(t, w))
+		h.awaitOpen(t, w)
+		require.NoError(t, h.open(7, w, 0, 0, false))
+		ms := make([]wire.Message, requests)
+		for id := range ms {
+			ms[id] = &wire.Request{Channel: 7, ID: uint64(id + 1), Length: 10, Block: &wire.BlockRequest{Index: uint64(id % 10)}}
+		}
+		sent := make(chan error, 1)
+		go func() { sent <- h.send(ms...) }()
+		synctest.Wait()
+		select {
+		case err := <-sent:
+			t.Fatalf("all %d requests went through to a side that should have stopped reading (%v)", requests, err)
+		default:
+		}
+		honest.Close()
+		require.Error(t, <-sent, "the attacker's write ended when the honest side hung up")
+		require.ErrorIs(t, honest.Err(), ErrSessionClosed)
+		waiting := len(honest.unanswered)
+		t.Logf("%d requests wait; %d KiB queued", waiting, honest.queued.Load()>>10)
+		require.GreaterOrEqual(t, waiting, maxUnanswered)
+		require.Less(t, waiting, maxUnanswered+cap(honest.inbox))
+		require.LessOrEqual(t, honest.queued.Load(), int64(maxQueued+64<<10))
+	})
+}
+
+// TestHostileUnreadWhilePinging is a peer that keeps pinging, so that it
+// never looks silent, but reads nothing: the honest side's write that
+// cannot go through must end the session after the keep-alive timeout.
+func TestHostileUnreadWhilePinging(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const keepAlive = time.Second
+		w := openTestFeed(t, nil)
+		appendBlocks(t, w, 0, 10)
+		honest, h := newHostile(t, SessionConfig{KeepAlive: keepAlive}, readToOpen)
+		honest.Replicate(replicator(t, w))
+		h.awaitOpen(t, w)
+		// The honest side's Sync and Range for the open channel are the
+		// write that blocks.
+		require.NoError(t, h.open(7, w, 0, 0, false))
+		start := time.Now()
+		tick := time.NewTicker(keepAlive / 2)
+		defer tick.Stop()
+		for n := uint64(1); ; n++ {
+			select {
+			case <-tick.C:
+				h.send(&wire.Ping{Nonce: n})
+				continue
+			case <-honest.Done():
+			}
+			break
+		}
+		took := time.Since(start)
+		err := honest.Err()
+		t.Logf("after %v: %v", took, err)
+		require.ErrorIs(t, err, ErrTimeout)
+		require.ErrorContains(t, err, "read nothing")
+		require.GreaterOrEqual(t, took, 3*keepAlive)
+		require.Less(t, took, 4*keepAlive)
+	})
 }
 
 // TestHostileHoarder is a peer that claims every block, answers Pings so
 // that it never times out, and never answers a request. The replica also
-// has an honest peer: it must still complete its download.
+// has an honest peer: it must still complete its download, the hoarder's
+// requests cancelled, and no block asked of the hoarder twice.
 func TestHostileHoarder(t *testing.T) {
 	const n, window = 2000, 16
 	fx := newReplicaFixture(t, n)
+	// The request timeout is 4 keep-alive intervals: 200 ms.
 	hoarder, h := newHostile(t, SessionConfig{Window: window, KeepAlive: 50 * time.Millisecond}, readAll)
 	hoarder.Replicate(fx.rr)
 	h.awaitOpen(t, fx.w)
 	require.NoError(t, h.open(7, fx.w, 0, n, true))
 	asked := make(chan *wire.Request, 4*n)
+	cancels := make(chan *wire.Cancel, 4*n)
 	h.wg.Go(func() {
 		for {
 			select {
@@ -1019,10 +1101,9 @@ func TestHostileHoarder(t *testing.T) {
 				case *wire.Ping:
 					h.send(&wire.Pong{Nonce: m.Nonce})
 				case *wire.Request:
-					select {
-					case asked <- m:
-					default:
-					}
+					asked <- m
+				case *wire.Cancel:
+					cancels <- m
 				}
 			case <-h.stop:
 				return
@@ -1035,34 +1116,103 @@ func TestHostileHoarder(t *testing.T) {
 	sa, sb := sessionPair(t, false, SessionConfig{}, SessionConfig{})
 	sa.Replicate(replicator(t, fx.w))
 	sb.Replicate(fx.rr)
-	claimed := 0
-	waitFor(t, "the download, or every block the hoarder was not asked for", func() bool {
-		for {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, fx.d.Wait(ctx), "the download stalled")
+	requireSame(t, fx.w, fx.r)
+
+	// What the hoarder was told. Its session may have ended meanwhile
+	// (three rounds of timeouts), or may still run: nothing is left to ask.
+	hoarder.Close()
+	h.wg.Wait() // the hostile's goroutines end when the connection does
+	close(asked)
+	close(cancels)
+	requested := map[uint64]bool{}
+	ids := map[uint64]bool{}
+	for q := range asked {
+		ids[q.ID] = true
+		if q.Block == nil {
+			continue
+		}
+		require.False(t, requested[q.Block.Index], "block %d asked of the hoarder twice", q.Block.Index)
+		requested[q.Block.Index] = true
+	}
+	cancelled := 0
+	for c := range cancels {
+		require.True(t, ids[c.ID], "Cancel of request %d, which was not made", c.ID)
+		cancelled++
+	}
+	t.Logf("the hoarder was asked for %d blocks and got %d Cancels; the honest peer delivered the rest", len(requested), cancelled)
+	require.NotZero(t, cancelled, "the hoarder's requests were never cancelled")
+}
+
+// TestHostileHoarderAlone is a hoarder with no honest peer beside it: after
+// three rounds of timed-out requests, with no answer between them, the
+// session must end with ErrTimeout and free every block it claimed.
+func TestHostileHoarderAlone(t *testing.T) {
+	const n = 200
+	fx := newReplicaFixture(t, n)
+	// A keep-alive long enough that only the requests time out.
+	cfg := SessionConfig{Window: 16, KeepAlive: 10 * time.Second, RequestTimeout: 50 * time.Millisecond}
+	// The replica knows the writer's head already (with block 0), so that
+	// it asks the hoarder for blocks at once.
+	p, data, err := fx.w.Prove(fx.r.BlockRequest(0))
+	require.NoError(t, err)
+	require.NoError(t, fx.r.ApplyProof(p, data))
+	hoarder, h := newHostile(t, cfg, readAll)
+	hoarder.Replicate(fx.rr)
+	h.awaitOpen(t, fx.w)
+	require.NoError(t, h.open(7, fx.w, 0, n, true))
+	fx.survived(t, hoarder, ErrTimeout)
+	require.ErrorContains(t, hoarder.Err(), "unanswered")
+}
+
+// TestSessionSlowPeerNotTimedOut serves a replica in order but slowly: its
+// later requests wait far longer than the request timeout, and must not
+// time out while the ones before them are being answered.
+func TestSessionSlowPeerNotTimedOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n, window = 40, 8
+		const timeout = 100 * time.Millisecond
+		fx := newReplicaFixture(t, n)
+		cfg := SessionConfig{Window: window, KeepAlive: time.Second, RequestTimeout: timeout}
+		honest, h := newHostile(t, cfg, readAll)
+		honest.Replicate(fx.rr)
+		h.awaitOpen(t, fx.w)
+		require.NoError(t, h.open(7, fx.w, 0, n, true))
+		// One answer each 30 ms, oldest request first: a full window
+		// waits 240 ms for its last answer.
+		tick := time.NewTicker(30 * time.Millisecond)
+		defer tick.Stop()
+		var pending []*wire.Request
+		for fx.r.Downloaded() < n {
 			select {
-			case q := <-asked:
-				if q.Block != nil {
-					claimed++
+			case m := <-h.in:
+				switch m := m.(type) {
+				case nil:
+					t.Fatalf("the honest side hung up: %v", h.rerr)
+				case *wire.Ping:
+					h.send(&wire.Pong{Nonce: m.Nonce})
+				case *wire.Request:
+					pending = append(pending, m)
+				case *wire.Cancel:
+					t.Fatalf("request %d cancelled, while the peer was answering those before it", m.ID)
 				}
-				continue
-			case <-fx.d.Done():
-				return true
-			default:
+			case <-tick.C:
+				if len(pending) > 0 {
+					require.NoError(t, h.send(answer(fx.w, 7, pending[0])))
+					pending = pending[1:]
+				}
 			}
-			return claimed > 0 && fx.r.Downloaded()+uint64(claimed) >= n
+		}
+		require.NoError(t, fx.d.Wait(context.Background()))
+		requireSame(t, fx.w, fx.r)
+		select {
+		case <-honest.Done():
+			t.Fatalf("the session ended: %v", honest.Err())
+		default:
 		}
 	})
-	t.Logf("the hoarder was asked for %d blocks; the honest peer delivered the other %d", claimed, fx.r.Downloaded())
-	// Any reasonable request timeout with a 50 ms keep-alive is well under
-	// this; waiting is the point here, not synchronisation.
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if err := fx.d.Wait(ctx); err != nil {
-		have, total := fx.d.Progress()
-		t.Skipf("BUG: the download stalled at %d of %d blocks: the %d blocks claimed by a peer that answers "+
-			"Pings but no Requests stay claimed for as long as its session lasts, and no other peer is asked "+
-			"for them (no request timeout; keep-alive sees a live peer)", have, total, claimed)
-	}
-	requireSame(t, fx.w, fx.r)
 }
 
 // TestHostileSecondOpen opens the same feed twice, on two channel numbers.
@@ -1118,11 +1268,52 @@ func TestHostileEarlySync(t *testing.T) {
 		}
 		return false
 	})
-	if !asked {
-		t.Skip("BUG: Open, Sync{length 10} and Range{0, 10} sent before the honest side replicated the feed: " +
-			"the Open was parked in remoteOpens, but Sync and Range were dropped (handle: no byRemote entry yet), " +
-			"so once the channel opened the honest side believed the peer had length 0 and asked it for nothing")
+	require.True(t, asked, "the honest side did not ask for the head the peer announced before the channel opened")
+}
+
+// TestHostileEarlyHoldings says a great deal on channels the honest side
+// has not opened yet: what it keeps of it for when they open must stay
+// within maxParkedBytes per channel and maxParkedTotal in all, while the
+// runs a live writer announces one block at a time cost one entry.
+func TestHostileEarlyHoldings(t *testing.T) {
+	const channels, ranges = 100, 2000
+	honest, h := newHostile(t, SessionConfig{}, readAll)
+	g := rand.NewChaCha8([32]byte{3})
+	// First, a feed announced as a live writer's appends are: one run.
+	const live = channels + 1
+	ms := []wire.Message{unknownOpen(g, live), &wire.Range{Channel: live, Start: 0, Length: 5}}
+	for i := range uint64(ranges) {
+		ms = append(ms, &wire.Sync{Channel: live, Length: 6 + i}, &wire.Range{Channel: live, Start: 5 + i, Length: 1})
 	}
+	for c := range uint32(channels) {
+		ms = append(ms, unknownOpen(g, c+1), &wire.Sync{Channel: c + 1, Length: 2 * ranges})
+		for i := range uint64(ranges) {
+			// Every other block: runs that do not merge.
+			ms = append(ms, &wire.Range{Channel: c + 1, Start: 2 * i, Length: 1})
+		}
+		ms = append(ms, &wire.Bitfield{Channel: c + 1, Bits: make([]byte, 4096)})
+	}
+	require.NoError(t, h.send(ms...))
+	h.roundTrip(t, 1)
+	honest.Close()
+	require.ErrorIs(t, honest.Err(), ErrSessionClosed)
+
+	// The loop goroutine is gone: its state is safe to read.
+	require.Len(t, honest.parked, channels+1)
+	total := 0
+	for _, p := range honest.parked {
+		require.LessOrEqual(t, p.size, maxParkedBytes)
+		total += p.size
+	}
+	require.Equal(t, total, honest.parkedSize)
+	require.LessOrEqual(t, total, maxParkedTotal)
+	t.Logf("%d KiB kept of what was said on %d parked channels", total>>10, len(honest.parked))
+
+	p := honest.parkedAt[live]
+	require.NotNil(t, p)
+	require.Equal(t, uint64(5+ranges), p.sync.Length, "the latest Sync is kept")
+	require.Len(t, p.held, 1)
+	require.Equal(t, &wire.Range{Channel: live, Start: 0, Length: 5 + ranges}, p.held[0])
 }
 
 // TestHostileCloseThenReopen is a peer that closes a channel and opens the

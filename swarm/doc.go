@@ -25,7 +25,11 @@
 // the connection dialled by the peer with the smaller key. A Swarm redials a
 // lost peer with exponential backoff (Config.ReconnectMin to ReconnectMax),
 // and a session that hears nothing for three keep-alive intervals (pinging in
-// between) ends with ErrTimeout. Config.Firewall can refuse a peer by key.
+// between) ends with ErrTimeout, as does one whose writes the peer does not
+// take: every 64 KiB written must go through within three keep-alive
+// intervals. Config.Firewall can refuse a peer by key. Swarm.Watch reports
+// peers as their sessions start (after the choice between two connections)
+// and end, every event queued for a slow reader, none dropped.
 //
 // # Messages
 //
@@ -40,15 +44,23 @@
 //	4  Range    channel, drop, start, length     the sender holds (or dropped) these blocks
 //	5  Bitfield channel, page, bits (≤ 4096)     one page of the sender's bitfield
 //	6  Request  channel, id, fork, length, block {index, nodes} | nil, upgrade
-//	7  Data     channel, id, fork, block {index, value, nodes[]} | nil,
-//	            upgrade {start, length, nodes[], signature (64)} | nil
+//	7  Data     channel, id, fork, block {index, value, nodes} | nil,
+//	            upgrade {start, length, nodes, signature (64)} | nil
 //	8  NoData   channel, id                      the request cannot be served
 //	9  Cancel   channel, id
 //	10 Ping     nonce
 //	11 Pong     nonce
+//	12 Extension channel, name (1 to 64 bytes), payload (≤ 64 KiB)
 //
-// A node is {index, size, hash (32)}. Hashes and signatures cover merkle's
-// canonical byte layouts, never msgpack.
+// In a Request, nodes counts the proof nodes the requester lacks; in Data,
+// nodes is one byte string of 48-byte nodes, u64le(index) ‖ u64le(size) ‖
+// hash (32), since a download carries a dozen per block and one string
+// decodes with one allocation where an array of arrays takes two per node.
+// Hashes and signatures cover merkle's canonical byte layouts, never
+// msgpack. A message that breaks a limit
+// above ends the session (ErrProtocol); an Extension whose name this side
+// has no handler for is ignored, with a debug log, so that peers can add
+// extensions without breaking older ones.
 //
 // # Channels and capabilities
 //
@@ -62,6 +74,14 @@
 // capability ends the session (ErrProtocol): a peer that knows only the
 // discovery key gets nothing. A peer may keep at most 1,024 channels open
 // for feeds this side does not replicate.
+//
+// An Open for a feed this side does not replicate yet is parked until it
+// does. What the peer says on the parked channel is kept for then: its
+// latest Sync, and its Range and Bitfield messages (a Range continuing the
+// one before merged into it) up to 16 KiB per channel and 1 MiB for all
+// parked channels, past which they are dropped; a Sync of another fork
+// voids those kept. Requests, answers and Extensions on a channel not open
+// are dropped.
 //
 // # Replication
 //
@@ -78,6 +98,38 @@
 // verify ends the session with ErrProtocol, and nothing of it is kept. A
 // peer on an older fork gets an upgrade from the prefix both histories
 // share, and drops the rest.
+//
+// A peer answers requests in the order they came, on all channels alike. A
+// request times out when it has waited RequestTimeout (by default four
+// keep-alive intervals, 20 s) while the peer answered nothing for as long,
+// or answered a request made after it: a slow peer working through a full window is
+// not timed out, one that skips requests or sits on them is. A request that
+// times out is cancelled (Cancel), its block is asked of other peers and
+// never again of this one on this session (nor an upgrade to the same
+// head), the channel's window halves, and each answer grows it back by
+// one. Three rounds of timeouts with no answer between them, or more than
+// 4,096 requests timed out on a session, end it with ErrTimeout. A late
+// answer to a cancelled request is dropped.
+//
+// Messages to the peer wait in a queue until written. Once it holds 4 MiB
+// (overshot by one run of answers at most, sized to the room left), the
+// peer's Requests and Pings wait unanswered, in order, until it drains;
+// past 16,384 of them waiting, the session stops reading from the peer. So a peer that does not read its answers fills its own
+// buffers, not this side's memory. Everything else the peer sends is
+// handled meanwhile, so that two peers uploading to each other do not wait
+// on each other. Cancel is not acted on: requests are answered soon, in
+// order.
+//
+// # Extensions
+//
+// An application can carry its own values on a feed's channel: each side
+// sets its value of an extension, by name, with Replicator.Publish, and
+// the peer gets it once the channel is open, and again each time it
+// changes. The values a peer gets come in the order they were published,
+// and only the latest of a name is sent: one replaced before it could be
+// sent is not. Replicator.HandleExtension
+// names a function to call, on the session's goroutine, with each value a
+// peer sends.
 //
 // # Discovery
 //

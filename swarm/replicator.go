@@ -1,18 +1,22 @@
 package swarm
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"sync"
 
 	"github.com/hyperfeed/hyperfeed/feed"
+	"github.com/hyperfeed/hyperfeed/internal/wire"
 )
 
 // Replicator is what one feed wants from the network, shared by every
 // connection that replicates the feed: the blocks a Get waits for, the ranges
 // being downloaded, and which connection is fetching which block, so that no
-// block is asked of two peers at once.
+// block is asked of two peers at once. It also holds the feed's extension
+// values and handlers (Publish, HandleExtension).
 type Replicator struct {
 	f      *feed.Feed
 	cancel func()
@@ -22,11 +26,22 @@ type Replicator struct {
 	downloads []*Download
 	inflight  map[uint64]*Session // block → the session fetching it
 	sessions  map[*Session]bool
+	values    map[string]publication // extension values published, by name
+	published uint64                 // publications so far
+	handlers  map[string]func(PeerKey, []byte)
+}
+
+// publication is an extension value published. Its payload is never
+// modified, so sessions send it without copying it.
+type publication struct {
+	payload []byte
+	seq     uint64 // tells this value from the name's others
 }
 
 // NewReplicator starts tracking what f wants. Close it when done.
 func NewReplicator(f *feed.Feed) *Replicator {
-	r := &Replicator{f: f, sparse: map[uint64]bool{}, inflight: map[uint64]*Session{}, sessions: map[*Session]bool{}}
+	r := &Replicator{f: f, sparse: map[uint64]bool{}, inflight: map[uint64]*Session{}, sessions: map[*Session]bool{},
+		values: map[string]publication{}, handlers: map[string]func(PeerKey, []byte){}}
 	r.cancel = f.Subscribe(r.onEvent)
 	return r
 }
@@ -250,4 +265,77 @@ func (d *Download) Cancel() {
 	}
 	r.mu.Unlock()
 	d.finish(fmt.Errorf("swarm: download cancelled"))
+}
+
+// Limits of an extension (see Replicator.Publish).
+const (
+	// MaxExtensionName bounds an extension's name, in bytes.
+	MaxExtensionName = wire.MaxExtensionName
+	// MaxExtensionPayload bounds an extension's payload, in bytes.
+	MaxExtensionPayload = wire.MaxExtensionPayload
+)
+
+// Publish sets this side's value of extension name on the feed: it is sent
+// at once to every peer with whom the feed's channel is open, and to every
+// peer whose channel opens later, so that each peer ends up with the latest
+// value. Publishing a name again replaces its value; a value replaced
+// before it could be sent is not sent. Values reach a peer in the order
+// they were published. The payload is copied.
+//
+// A name that is empty or longer than MaxExtensionName bytes, or a payload
+// longer than MaxExtensionPayload, is ErrExtension: the peer would refuse
+// the message and end the session.
+func (r *Replicator) Publish(name string, payload []byte) error {
+	m := &wire.Extension{Name: name, Payload: payload}
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("%w: %q: %v", ErrExtension, name, err)
+	}
+	r.mu.Lock()
+	r.published++
+	r.values[name] = publication{bytes.Clone(payload), r.published}
+	ss := make([]*Session, 0, len(r.sessions))
+	for s := range r.sessions {
+		ss = append(ss, s)
+	}
+	r.mu.Unlock()
+	for _, s := range ss {
+		s.notePublished(r, name)
+	}
+	return nil
+}
+
+// HandleExtension calls fn for every value of extension name that a peer
+// sends on the feed's channel, with the peer's identity and a payload fn may
+// keep. fn runs on the session's goroutine: it must return quickly and must
+// not block, or replication with that peer stalls. A nil fn removes the
+// handler; values of an extension without a handler are ignored.
+func (r *Replicator) HandleExtension(name string, fn func(from PeerKey, payload []byte)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if fn == nil {
+		delete(r.handlers, name)
+		return
+	}
+	r.handlers[name] = fn
+}
+
+func (r *Replicator) extensionHandler(name string) func(PeerKey, []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.handlers[name]
+}
+
+// extensionValue returns the value published for name.
+func (r *Replicator) extensionValue(name string) (publication, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.values[name]
+	return v, ok
+}
+
+// extensionValues returns every value published, by name.
+func (r *Replicator) extensionValues() map[string]publication {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.values)
 }

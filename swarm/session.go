@@ -1,13 +1,19 @@
 package swarm
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
+	"os"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hyperfeed/hyperfeed/feed"
@@ -21,10 +27,12 @@ var (
 	// ErrProtocol: the peer broke the protocol (a malformed message, a bad
 	// capability, a proof that does not verify).
 	ErrProtocol = errors.New("swarm: peer broke the protocol")
-	// ErrTimeout: the peer stopped answering.
+	// ErrTimeout: the peer stopped answering, reading, or serving requests.
 	ErrTimeout = errors.New("swarm: peer timed out")
 	// ErrSessionClosed: the session was closed locally.
 	ErrSessionClosed = errors.New("swarm: session closed")
+	// ErrExtension: an extension's name or payload is out of bounds.
+	ErrExtension = errors.New("swarm: bad extension")
 )
 
 // SessionConfig configures a session. The zero value works but for KeyPair.
@@ -32,13 +40,21 @@ type SessionConfig struct {
 	KeyPair KeyPair
 	// Secret is the network secret (32 bytes) both peers must hold, or nil.
 	Secret []byte
-	// Window is how many requests may be in flight to the peer at once;
-	// default 512.
+	// Window is how many requests may be in flight to the peer at once on
+	// each channel; default 512. Requests that time out shrink it for the
+	// channel (see RequestTimeout).
 	Window int
 	// KeepAlive is how often a quiet session pings; after three intervals
-	// without a message from the peer, the session ends with ErrTimeout.
-	// Default 5 s.
+	// without a message from the peer, or with a write of up to 64 KiB the
+	// peer does not take, the session ends with ErrTimeout. Default 5 s.
 	KeepAlive time.Duration
+	// RequestTimeout is how long a request may wait for its answer while
+	// the peer is not working through the requests before it; then it is
+	// cancelled and its block asked of another peer (see doc.go). Default
+	// 4 × KeepAlive: longer than the keep-alive timeout, so that a peer that
+	// went away is caught by that, and a request timeout always means a peer
+	// that is there but does not serve.
+	RequestTimeout time.Duration
 	// HandshakeTimeout bounds the Noise handshake; default 10 s.
 	HandshakeTimeout time.Duration
 	// Lookup, if set, is asked for a feed the peer opens that the session
@@ -54,6 +70,9 @@ func (c *SessionConfig) defaults() {
 	if c.KeepAlive <= 0 {
 		c.KeepAlive = 5 * time.Second
 	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 4 * c.KeepAlive
+	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
 	}
@@ -61,6 +80,35 @@ func (c *SessionConfig) defaults() {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
+
+// Limits on what a peer can make a session hold or do.
+const (
+	// maxPendingOpens bounds the channels a peer may open for feeds this
+	// side does not replicate.
+	maxPendingOpens = 1024
+	// maxParkedBytes bounds what is kept of the holdings a peer announces
+	// on one such channel, and maxParkedTotal on all of them, in bytes as
+	// queuedSize counts them.
+	maxParkedBytes = 16 << 10
+	maxParkedTotal = 1 << 20
+	// maxQueued bounds the bytes of messages queued for the peer, give or
+	// take one run of answers: past it, the peer's Requests and Pings wait.
+	maxQueued = 4 << 20
+	// maxUnanswered bounds the peer's Requests and Pings that wait; past
+	// it, the session reads no more from the peer.
+	maxUnanswered = 16384
+	// maxRun bounds the requests served with one feed.ProveMany.
+	maxRun = 256
+	// maxStrikes is how many rounds of timed-out requests, with no answer
+	// from the peer in between, end the session.
+	maxStrikes = 3
+	// maxTimedOut bounds the requests that may time out on one session,
+	// since each leaves a block and a request id to remember.
+	maxTimedOut = 4096
+	// stallChunk is the most written to the connection under one write
+	// deadline.
+	stallChunk = 64 << 10
+)
 
 // Session is one encrypted connection to a peer, replicating any number of
 // feeds, each on its own channel. It runs three goroutines: a reader, a
@@ -79,21 +127,32 @@ type Session struct {
 	err     error
 	once    sync.Once
 
-	mu      sync.Mutex // guards ops, haves and outq
-	ops     []feedOp
-	haves   []have
-	outq    []wire.Message
-	outKick chan struct{}
+	mu        sync.Mutex // guards ops, haves, published and outq
+	ops       []feedOp
+	haves     []have
+	published map[published]bool
+	outq      []wire.Message
+	outKick   chan struct{}
+	queued    atomic.Int64  // bytes sent and not yet written (queuedSize)
+	drained   chan struct{} // queued fell under maxQueued/2
 
 	// Owned by the loop goroutine.
-	channels    map[uint32]*channel              // by local id
-	byRemote    map[uint32]*channel              // by the peer's id
-	byKey       map[feed.DiscoveryKey]*channel   // by discovery key
-	remoteOpens map[feed.DiscoveryKey]*wire.Open // peer opened a feed we have not (yet)
-	nextID      uint32
-	nextReq     uint64
-	lastRecv    time.Time
-	batch       []wire.Message
+	channels   map[uint32]*channel            // by local id
+	byRemote   map[uint32]*channel            // by the peer's id
+	byKey      map[feed.DiscoveryKey]*channel // by discovery key
+	parked     map[feed.DiscoveryKey]*parkedOpen
+	parkedAt   map[uint32]*parkedOpen // the same, by the peer's id
+	parkedSize int                    // bytes held by parked channels
+	unanswered []wire.Message         // the peer's Requests and Pings, oldest first
+	nextID     uint32
+	nextReq    uint64
+	lastRecv   time.Time
+	batch      []wire.Message
+	// What the peer's answers say of it (see expire).
+	lastAnswer time.Time // when it last answered a request
+	lastID     uint64    // the highest request id it answered
+	strikes    int       // rounds of timed-out requests since it last answered one
+	timedOut   int       // requests timed out on this session
 }
 
 // channel is one feed replicated on a session.
@@ -108,9 +167,37 @@ type channel struct {
 	peerHas  holdings // blocks the peer says it holds
 	reqs     map[uint64]request
 	upgrade  bool // an upgrade request is in flight
+	// What timed-out requests leave (see expire).
+	window    int             // requests allowed in flight, halved by timeouts
+	cancelled map[uint64]bool // requests whose late answers are ignored
+	refused   map[uint64]bool // blocks not to ask of the peer again
+	noUpgrade bool            // an upgrade to the peer's announced head timed out
+	largest   int             // the largest answer served to the peer, in bytes
+	// The extension values sent to the peer, by name: a value published
+	// several times before the loop sends it goes once.
+	extSent map[string]uint64
 	// What this side last told the peer of its head.
 	sentFork, sentLen uint64
 	sentAny           bool
+}
+
+func newChannel(r *Replicator, local uint32, window int) *channel {
+	return &channel{r: r, f: r.f, local: local, window: window,
+		reqs: map[uint64]request{}, cancelled: map[uint64]bool{}, refused: map[uint64]bool{}, extSent: map[string]uint64{}}
+}
+
+// asks reports whether block i may be asked of the peer.
+func (c *channel) asks(i uint64) bool { return c.peerHas.get(i) && !c.refused[i] }
+
+// parkedOpen is a channel the peer opened for a feed this side does not
+// replicate (yet), with what the peer said on it since, to be handled when
+// the channel opens: its latest Sync and its Range and Bitfield messages,
+// up to maxParkedBytes. Anything else said on it is dropped.
+type parkedOpen struct {
+	open *wire.Open
+	sync *wire.Sync
+	held []wire.Message
+	size int // bytes of held
 }
 
 // have is a block a feed gained, to announce to the peer.
@@ -127,9 +214,29 @@ func (s *Session) noteHave(r *Replicator, i uint64) {
 	s.wake()
 }
 
+// published is an extension value that r's feed published, to send.
+type published struct {
+	r    *Replicator
+	name string
+}
+
+// notePublished queues the news that r has a new value for extension name.
+// Many values published before the loop gets to it are sent as one, the
+// latest.
+func (s *Session) notePublished(r *Replicator, name string) {
+	s.mu.Lock()
+	if s.published == nil {
+		s.published = map[published]bool{}
+	}
+	s.published[published{r, name}] = true
+	s.mu.Unlock()
+	s.wake()
+}
+
 type request struct {
 	block   uint64
 	isBlock bool
+	sent    time.Time
 }
 
 // NewSession runs the Noise handshake on conn (initiator is the side that
@@ -138,24 +245,30 @@ func NewSession(ctx context.Context, conn net.Conn, initiator bool, cfg SessionC
 	cfg.defaults()
 	hctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
-	nc, err := noiseconn.Handshake(hctx, conn, initiator, noiseconn.Config{KeyPair: cfg.KeyPair.noise(), Secret: cfg.Secret})
+	raw := &stallConn{Conn: conn}
+	nc, err := noiseconn.Handshake(hctx, raw, initiator, noiseconn.Config{KeyPair: cfg.KeyPair.noise(), Secret: cfg.Secret})
 	if err != nil {
 		return nil, fmt.Errorf("swarm: %w", err)
 	}
+	// Set before the writer starts, and after the handshake, whose own
+	// deadline it would override.
+	raw.timeout = 3 * cfg.KeepAlive
 	s := &Session{
-		cfg:         cfg,
-		conn:        nc,
-		remote:      PeerKey(nc.RemoteKey()),
-		inbox:       make(chan wire.Message, 256),
-		kick:        make(chan struct{}, 1),
-		closing:     make(chan struct{}),
-		done:        make(chan struct{}),
-		outKick:     make(chan struct{}, 1),
-		channels:    map[uint32]*channel{},
-		byRemote:    map[uint32]*channel{},
-		byKey:       map[feed.DiscoveryKey]*channel{},
-		remoteOpens: map[feed.DiscoveryKey]*wire.Open{},
-		lastRecv:    time.Now(),
+		cfg:      cfg,
+		conn:     nc,
+		remote:   PeerKey(nc.RemoteKey()),
+		inbox:    make(chan wire.Message, 256),
+		kick:     make(chan struct{}, 1),
+		closing:  make(chan struct{}),
+		done:     make(chan struct{}),
+		outKick:  make(chan struct{}, 1),
+		drained:  make(chan struct{}, 1),
+		channels: map[uint32]*channel{},
+		byRemote: map[uint32]*channel{},
+		byKey:    map[feed.DiscoveryKey]*channel{},
+		parked:   map[feed.DiscoveryKey]*parkedOpen{},
+		parkedAt: map[uint32]*parkedOpen{},
+		lastRecv: time.Now(),
 	}
 	s.log = cfg.Logger.With("peer", s.remote.String()[:12])
 	s.wg.Add(3)
@@ -167,6 +280,33 @@ func NewSession(ctx context.Context, conn net.Conn, initiator bool, cfg SessionC
 		close(s.done)
 	}()
 	return s, nil
+}
+
+// stallConn is a session's connection under the encryption. After the
+// handshake it writes at most stallChunk bytes under one deadline of
+// timeout, so that a peer that stops reading fails the write, and one that
+// reads slowly does not.
+type stallConn struct {
+	net.Conn
+	timeout time.Duration // zero: no deadline
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	if c.timeout == 0 {
+		return c.Conn.Write(p)
+	}
+	n := 0
+	for n < len(p) {
+		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+			return n, err
+		}
+		k, err := c.Conn.Write(p[n:min(len(p), n+stallChunk)])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // RemoteKey returns the peer's identity, established by the handshake.
@@ -222,12 +362,49 @@ func (s *Session) wake() {
 }
 
 func (s *Session) send(m wire.Message) {
+	s.queued.Add(int64(queuedSize(m)))
 	s.mu.Lock()
 	s.outq = append(s.outq, m)
 	s.mu.Unlock()
 	select {
 	case s.outKick <- struct{}{}:
 	default:
+	}
+}
+
+// queuedSize is what m is counted for while it waits to be written: about
+// its size on the wire, and at least what its struct and queue slot cost.
+func queuedSize(m wire.Message) int {
+	const overhead = 64
+	switch m := m.(type) {
+	case *wire.Data:
+		n := overhead
+		if b := m.Block; b != nil {
+			n += len(b.Value) + len(b.Nodes)
+		}
+		if u := m.Upgrade; u != nil {
+			n += len(u.Nodes) + len(u.Signature)
+		}
+		return n
+	case *wire.Open:
+		return overhead + len(m.DiscoveryKey) + len(m.Capability)
+	case *wire.Bitfield:
+		return overhead + len(m.Bits)
+	case *wire.Extension:
+		return overhead + len(m.Name) + len(m.Payload)
+	}
+	return overhead
+}
+
+// written counts n bytes of the queue as written, and tells the loop when
+// the queue has drained enough to answer the peer again.
+func (s *Session) written(n int) {
+	left := s.queued.Add(-int64(n))
+	if left < maxQueued/2 && left+int64(n) >= maxQueued/2 {
+		select {
+		case s.drained <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -271,10 +448,13 @@ type received struct {
 }
 
 // failSend ends the session after a failed write, blaming the peer when the
-// write failed because its frames made this side close the connection.
+// write failed because its frames made this side close the connection, or
+// because it stopped reading.
 func (s *Session) failSend(err error) {
 	if b := s.conn.Broken(); b != nil {
 		err = fmt.Errorf("%w: %v", ErrProtocol, b)
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("%w: the peer read nothing for %v", ErrTimeout, 3*s.cfg.KeepAlive)
 	} else {
 		err = fmt.Errorf("swarm: send: %w", err)
 	}
@@ -305,6 +485,7 @@ func (s *Session) writeLoop() {
 					s.failSend(err)
 					return
 				}
+				s.written(queuedSize(m))
 			}
 		}
 		if err := w.Flush(); err != nil {
@@ -318,13 +499,21 @@ func (s *Session) writeLoop() {
 func (s *Session) loop() {
 	defer s.wg.Done()
 	defer s.detachAll()
-	tick := time.NewTicker(s.cfg.KeepAlive)
-	defer tick.Stop()
+	keepAlive := time.NewTicker(s.cfg.KeepAlive)
+	defer keepAlive.Stop()
+	expiry := time.NewTicker(max(s.cfg.RequestTimeout/4, time.Millisecond))
+	defer expiry.Stop()
 	for {
+		// With too many of the peer's requests waiting for room in the
+		// queue, read no more: the peer's writes back up to it.
+		inbox := s.inbox
+		if len(s.unanswered) >= maxUnanswered {
+			inbox = nil
+		}
 		select {
 		case <-s.closing:
 			return
-		case m := <-s.inbox:
+		case m := <-inbox:
 			s.lastRecv = time.Now()
 			// Take what else has arrived too, so that a stream of blocks is
 			// stored in batches, and requests are pumped once for all.
@@ -344,7 +533,22 @@ func (s *Session) loop() {
 			}
 		case <-s.kick:
 			s.applyAdds()
-		case now := <-tick.C:
+		case <-s.drained:
+			// answer, below, serves what waits.
+		case now := <-expiry.C:
+			if inbox == nil {
+				break // answers may wait unread: not the peer's fault
+			}
+			if err := s.expire(now); err != nil {
+				s.fail(err)
+				return
+			}
+		case now := <-keepAlive.C:
+			if inbox == nil {
+				// Not reading, this side cannot tell a silent peer; the
+				// write deadline bounds how long it does not read.
+				s.lastRecv = now
+			}
 			if now.Sub(s.lastRecv) > 3*s.cfg.KeepAlive {
 				s.fail(fmt.Errorf("%w: nothing for %v", ErrTimeout, now.Sub(s.lastRecv).Round(time.Millisecond)))
 				return
@@ -353,6 +557,7 @@ func (s *Session) loop() {
 				s.send(&wire.Ping{Nonce: uint64(now.UnixNano())})
 			}
 		}
+		s.answer()
 		s.pump()
 	}
 }
@@ -390,19 +595,94 @@ func (s *Session) applyAdds() {
 			continue
 		}
 		s.nextID++
-		c = &channel{r: r, f: r.f, local: s.nextID, reqs: map[uint64]request{}}
+		c = newChannel(r, s.nextID, s.cfg.Window)
 		s.channels[c.local] = c
 		s.byKey[dk] = c
 		r.attach(s)
 		s.sendOpen(c)
-		if o, ok := s.remoteOpens[dk]; ok {
-			delete(s.remoteOpens, dk)
-			if err := s.remoteOpened(c, o); err != nil {
+		if p, ok := s.parked[dk]; ok {
+			if err := s.unpark(c, p); err != nil {
 				s.fail(err)
 				return
 			}
 		}
 	}
+}
+
+// park keeps the peer's Open of a feed this side does not replicate (yet).
+// An Open of the same feed on another channel replaces it.
+func (s *Session) park(m *wire.Open) {
+	dk := feed.DiscoveryKey(m.DiscoveryKey)
+	if old, ok := s.parked[dk]; ok {
+		s.forgetParked(old)
+	}
+	p := &parkedOpen{open: m}
+	s.parked[dk] = p
+	s.parkedAt[m.Channel] = p
+}
+
+func (s *Session) forgetParked(p *parkedOpen) {
+	delete(s.parked, feed.DiscoveryKey(p.open.DiscoveryKey))
+	delete(s.parkedAt, p.open.Channel)
+	s.parkedSize -= p.size
+}
+
+// unpark completes c with the Open the peer sent before c existed, and
+// handles what the peer said on the channel meanwhile.
+func (s *Session) unpark(c *channel, p *parkedOpen) error {
+	s.forgetParked(p)
+	if err := s.remoteOpened(c, p.open); err != nil {
+		return err
+	}
+	if p.sync != nil {
+		if err := s.handle(p.sync); err != nil {
+			return err
+		}
+	}
+	for _, m := range p.held {
+		if err := s.handle(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// hold keeps what the peer says on a parked channel: its latest Sync, and
+// its Range and Bitfield messages within maxParkedBytes (maxParkedTotal for
+// all parked channels), a Range that continues the one before merged with
+// it, as a live writer's appends come. A Close forgets the channel.
+func (s *Session) hold(p *parkedOpen, m wire.Message) {
+	switch m := m.(type) {
+	case *wire.Close:
+		s.forgetParked(p)
+		return
+	case *wire.Sync:
+		if p.sync != nil && m.Fork != p.sync.Fork {
+			// A new history: what the peer held of the old one is void.
+			s.parkedSize -= p.size
+			p.held, p.size = nil, 0
+		}
+		p.sync = m
+		return
+	case *wire.Range:
+		if len(p.held) > 0 {
+			if last, ok := p.held[len(p.held)-1].(*wire.Range); ok && !last.Drop && !m.Drop && last.Start+last.Length == m.Start {
+				last.Length += m.Length
+				return
+			}
+		}
+	case *wire.Bitfield:
+	default:
+		return // nobody asks or answers on a channel not open
+	}
+	n := queuedSize(m)
+	if p.size+n > maxParkedBytes || s.parkedSize+n > maxParkedTotal {
+		s.log.Debug("swarm: holdings announced on a channel not open yet dropped", "feed", feed.DiscoveryKey(p.open.DiscoveryKey))
+		return
+	}
+	p.held = append(p.held, m)
+	p.size += n
+	s.parkedSize += n
 }
 
 // dropRequests forgets c's requests in flight, freeing their blocks for
@@ -414,6 +694,16 @@ func (s *Session) dropRequests(c *channel) {
 		}
 		delete(c.reqs, id)
 	}
+	clear(c.cancelled)
+}
+
+// dropUnanswered forgets the peer's requests on c that wait for an answer:
+// the channel they were made on closed.
+func (s *Session) dropUnanswered(c *channel) {
+	s.unanswered = slices.DeleteFunc(s.unanswered, func(m wire.Message) bool {
+		q, ok := m.(*wire.Request)
+		return ok && q.Channel == c.remote
+	})
 }
 
 // sendOpen offers c's feed to the peer.
@@ -427,6 +717,7 @@ func (s *Session) closeChannel(c *channel) {
 	delete(s.channels, c.local)
 	delete(s.byKey, c.f.DiscoveryKey())
 	if c.open {
+		s.dropUnanswered(c)
 		delete(s.byRemote, c.remote)
 	}
 	c.r.detach(s)
@@ -436,11 +727,13 @@ func (s *Session) closeChannel(c *channel) {
 // side, its Open already sent, so a new Open from the peer pairs it again.
 func (s *Session) peerClosed(c *channel) {
 	s.dropRequests(c)
+	s.dropUnanswered(c)
 	delete(s.byRemote, c.remote)
-	c.open, c.remote, c.upgrade = false, 0, false
+	c.open, c.remote, c.upgrade, c.noUpgrade = false, 0, false, false
 	c.peerFork, c.peerLen = 0, 0
 	c.peerHas.reset()
 	c.sentAny = false
+	clear(c.extSent)
 	// Offer the feed again, so that the peer pairs it at once if it
 	// replicates the feed again.
 	s.sendOpen(c)
@@ -463,63 +756,32 @@ func (s *Session) capability(initiator bool, key feed.Key) []byte {
 	return h.Sum(nil)
 }
 
+// handle handles one message but Requests, Pings (see answer) and Data
+// (see receive).
 func (s *Session) handle(m wire.Message) error {
 	switch m := m.(type) {
-	case *wire.Ping:
-		s.send(&wire.Pong{Nonce: m.Nonce})
-		return nil
-	case *wire.Pong:
-		return nil
 	case *wire.Open:
-		dk := feed.DiscoveryKey(m.DiscoveryKey)
-		if _, dup := s.byRemote[m.Channel]; dup {
-			return fmt.Errorf("%w: channel %d opened twice", ErrProtocol, m.Channel)
-		}
-		c, ok := s.byKey[dk]
-		if !ok && s.cfg.Lookup != nil {
-			if r := s.cfg.Lookup(dk); r != nil {
-				s.mu.Lock()
-				s.ops = append(s.ops, feedOp{r, true})
-				s.mu.Unlock()
-				s.remoteOpens[dk] = m
-				s.applyAdds()
-				return nil
-			}
-		}
-		if ok && c.open {
-			return fmt.Errorf("%w: feed %s opened a second time", ErrProtocol, dk)
-		}
-		if !ok {
-			// Not a feed we replicate, or not yet: keep it for Replicate.
-			if _, again := s.remoteOpens[dk]; !again && len(s.remoteOpens) >= maxPendingOpens {
-				return fmt.Errorf("%w: more than %d channels opened for unknown feeds", ErrProtocol, maxPendingOpens)
-			}
-			s.remoteOpens[dk] = m
-			return nil
-		}
-		return s.remoteOpened(c, m)
+		return s.opened(m)
+	case *wire.Pong:
+		return nil // it reset lastRecv: all a Pong is for
 	}
 	// Every other message names a channel the peer opened.
 	c, ok := s.byRemote[channelOf(m)]
-	if cl, isClose := m.(*wire.Close); isClose && !ok {
-		// Closing a channel for a feed this side does not replicate frees
-		// its place among the pending opens.
-		for dk, o := range s.remoteOpens {
-			if o.Channel == cl.Channel {
-				delete(s.remoteOpens, dk)
-			}
-		}
-		return nil
-	}
 	if !ok {
-		// The peer may have raced a Close; a message for a channel it never
-		// opened is harmless to drop.
+		if p, ok := s.parkedAt[channelOf(m)]; ok {
+			s.hold(p, m)
+		}
+		// Else the peer may have raced a Close; a message for a channel
+		// it never opened is harmless to drop.
 		return nil
 	}
 	switch m := m.(type) {
 	case *wire.Close:
 		s.peerClosed(c)
 	case *wire.Sync:
+		if m.Fork != c.peerFork || m.Length != c.peerLen {
+			c.noUpgrade = false // a new head, which the peer may serve
+		}
 		c.peerFork, c.peerLen = m.Fork, m.Length
 		if m.Fork > c.f.Fork() {
 			c.peerHas.reset() // a new history: what the peer held is void
@@ -532,16 +794,14 @@ func (s *Session) handle(m wire.Message) error {
 		}
 	case *wire.Bitfield:
 		c.peerHas.setPage(m.Page, m.Bits, c.peerLen)
-	case *wire.Request:
-		s.serve(c, []*wire.Request{m})
-	case *received:
-		return s.receive(c, []*received{m})
 	case *wire.NoData:
 		q, ok := c.reqs[m.ID]
 		if !ok {
+			delete(c.cancelled, m.ID)
 			return nil
 		}
 		delete(c.reqs, m.ID)
+		s.answered(c, m.ID)
 		if q.isBlock {
 			c.r.release(s, q.block)
 			c.peerHas.drop(q.block, q.block+1)
@@ -549,14 +809,54 @@ func (s *Session) handle(m wire.Message) error {
 			c.upgrade = false
 		}
 	case *wire.Cancel:
-		// Requests are answered at once; nothing is queued to cancel.
+		// Requests are answered in order, and soon: not worth finding one
+		// among those waiting.
+	case *wire.Extension:
+		fn := c.r.extensionHandler(m.Name)
+		if fn == nil {
+			s.log.Debug("swarm: extension without a handler ignored", "feed", c.f.DiscoveryKey(), "name", m.Name)
+			return nil
+		}
+		// A copy: the handler may keep it, whatever the reader does with
+		// its buffers.
+		fn(s.remote, bytes.Clone(m.Payload))
 	}
 	return nil
 }
 
-// maxPendingOpens bounds the channels a peer may open for feeds this side
-// does not replicate.
-const maxPendingOpens = 1024
+// opened handles the peer's Open.
+func (s *Session) opened(m *wire.Open) error {
+	dk := feed.DiscoveryKey(m.DiscoveryKey)
+	if _, dup := s.byRemote[m.Channel]; dup {
+		return fmt.Errorf("%w: channel %d opened twice", ErrProtocol, m.Channel)
+	}
+	if p, dup := s.parkedAt[m.Channel]; dup && feed.DiscoveryKey(p.open.DiscoveryKey) != dk {
+		return fmt.Errorf("%w: channel %d opened twice", ErrProtocol, m.Channel)
+	}
+	c, ok := s.byKey[dk]
+	if !ok && s.cfg.Lookup != nil {
+		if r := s.cfg.Lookup(dk); r != nil {
+			s.mu.Lock()
+			s.ops = append(s.ops, feedOp{r, true})
+			s.mu.Unlock()
+			s.park(m)
+			s.applyAdds()
+			return nil
+		}
+	}
+	if ok && c.open {
+		return fmt.Errorf("%w: feed %s opened a second time", ErrProtocol, dk)
+	}
+	if !ok {
+		// Not a feed we replicate, or not yet: keep it for Replicate.
+		if _, again := s.parked[dk]; !again && len(s.parked) >= maxPendingOpens {
+			return fmt.Errorf("%w: more than %d channels opened for unknown feeds", ErrProtocol, maxPendingOpens)
+		}
+		s.park(m)
+		return nil
+	}
+	return s.remoteOpened(c, m)
+}
 
 func channelOf(m wire.Message) uint32 {
 	switch m := m.(type) {
@@ -576,12 +876,15 @@ func channelOf(m wire.Message) uint32 {
 		return m.Channel
 	case *wire.Cancel:
 		return m.Channel
+	case *wire.Extension:
+		return m.Channel
 	}
 	return 0
 }
 
 // remoteOpened completes a channel: the peer's capability must prove it
-// holds the feed key.
+// holds the feed key. The peer then hears this side's head and holdings,
+// and the extension values its feed published.
 func (s *Session) remoteOpened(c *channel, m *wire.Open) error {
 	want := s.capability(!s.conn.Initiator(), c.f.Key())
 	if !hmacEqual(want, m.Capability) {
@@ -590,7 +893,22 @@ func (s *Session) remoteOpened(c *channel, m *wire.Open) error {
 	c.remote, c.open = m.Channel, true
 	s.byRemote[m.Channel] = c
 	s.announce(c)
+	s.sendExtensions(c, c.r.extensionValues())
 	return nil
+}
+
+// sendExtensions sends extension values on c, in the order they were
+// published, but those the peer has.
+func (s *Session) sendExtensions(c *channel, vs map[string]publication) {
+	names := slices.SortedFunc(maps.Keys(vs), func(a, b string) int { return cmp.Compare(vs[a].seq, vs[b].seq) })
+	for _, name := range names {
+		v := vs[name]
+		if c.extSent[name] == v.seq {
+			continue
+		}
+		c.extSent[name] = v.seq
+		s.send(&wire.Extension{Channel: c.local, Name: name, Payload: v.payload})
+	}
 }
 
 func hmacEqual(a, b []byte) bool {
@@ -639,8 +957,55 @@ func (s *Session) announce(c *channel) {
 	}
 }
 
-// serve answers a peer's requests, reading runs of consecutive blocks at
-// once.
+// answer serves the peer's Requests and answers its Pings, in the order
+// they came, while the queue to the peer has room: a peer that does not
+// read its answers gets no more of them. Each run of requests on one
+// channel is served at once, as many as the room likely holds.
+func (s *Session) answer() {
+	for len(s.unanswered) > 0 && s.queued.Load() < maxQueued {
+		switch m := s.unanswered[0].(type) {
+		case *wire.Ping:
+			s.send(&wire.Pong{Nonce: m.Nonce})
+			s.unanswered = s.unanswered[1:]
+		case *wire.Request:
+			c, ok := s.byRemote[m.Channel]
+			if !ok {
+				s.unanswered = s.unanswered[1:] // a channel never opened
+				continue
+			}
+			n := 1
+			for limit := s.runLimit(c); n < len(s.unanswered) && n < limit; n++ {
+				if q, ok := s.unanswered[n].(*wire.Request); !ok || q.Channel != m.Channel {
+					break
+				}
+			}
+			run := make([]*wire.Request, n)
+			for k := range run {
+				run[k] = s.unanswered[k].(*wire.Request)
+			}
+			s.unanswered = s.unanswered[n:]
+			s.serve(c, run)
+		}
+	}
+	if len(s.unanswered) == 0 {
+		s.unanswered = nil // let go of the backing array
+	}
+}
+
+// runLimit is how many requests on c to serve at once: as many answers as
+// the room left in the queue holds, judged by the largest answer served on
+// c and by the feed's average block.
+func (s *Session) runLimit(c *channel) int {
+	each := c.largest
+	if n := c.f.Len(); n > 0 {
+		each = max(each, int(c.f.ByteLen()/n))
+	}
+	room := maxQueued - int(s.queued.Load())
+	return min(max(room/max(each, 1), 1), maxRun)
+}
+
+// serve answers a run of the peer's requests on c, reading runs of
+// consecutive blocks at once.
 func (s *Session) serve(c *channel, ms []*wire.Request) {
 	reqs := make([]feed.Request, len(ms))
 	for k, m := range ms {
@@ -655,40 +1020,31 @@ func (s *Session) serve(c *channel, ms []*wire.Request) {
 			s.send(&wire.NoData{Channel: c.local, ID: ms[k].ID})
 			continue
 		}
-		s.send(wire.DataFrom(c.local, ms[k].ID, r.Proof, r.Data))
+		d := wire.DataFrom(c.local, ms[k].ID, r.Proof, r.Data)
+		c.largest = max(c.largest, queuedSize(d))
+		s.send(d)
 	}
 }
 
 // handleAll handles messages in order, giving each run of Data for one
-// channel to the feed as one batch.
+// channel to the feed as one batch, and setting Requests and Pings aside
+// for answer.
 func (s *Session) handleAll(ms []wire.Message) error {
 	for i := 0; i < len(ms); {
-		if q, ok := ms[i].(*wire.Request); ok {
-			j := i + 1
-			for j < len(ms) {
-				if r, ok := ms[j].(*wire.Request); !ok || r.Channel != q.Channel {
-					break
-				}
-				j++
-			}
-			if c, ok := s.byRemote[q.Channel]; ok {
-				reqs := make([]*wire.Request, 0, j-i)
-				for _, m := range ms[i:j] {
-					reqs = append(reqs, m.(*wire.Request))
-				}
-				s.serve(c, reqs)
-			}
-			i = j
+		switch m := ms[i].(type) {
+		case *wire.Request, *wire.Ping:
+			s.unanswered = append(s.unanswered, m)
+			i++
 			continue
-		}
-		d, ok := ms[i].(*received)
-		if !ok {
-			if err := s.handle(ms[i]); err != nil {
+		case *received:
+		default:
+			if err := s.handle(m); err != nil {
 				return err
 			}
 			i++
 			continue
 		}
+		d := ms[i].(*received)
 		j := i + 1
 		for j < len(ms) {
 			if e, ok := ms[j].(*received); !ok || e.Channel != d.Channel {
@@ -712,7 +1068,8 @@ func (s *Session) handleAll(ms []wire.Message) error {
 }
 
 // receive applies proofs the peer sent. One that does not verify ends the
-// session: the feed stored nothing of it.
+// session: the feed stored nothing of it. Late answers to requests that
+// timed out are dropped.
 func (s *Session) receive(c *channel, ms []*received) error {
 	batch := make([]feed.ProofData, 0, len(ms))
 	var claimed []uint64
@@ -724,9 +1081,14 @@ func (s *Session) receive(c *channel, ms []*received) error {
 	for _, m := range ms {
 		q, ok := c.reqs[m.ID]
 		if !ok {
+			if c.cancelled[m.ID] {
+				delete(c.cancelled, m.ID)
+				continue
+			}
 			return fmt.Errorf("%w: data for request %d, which was not made", ErrProtocol, m.ID)
 		}
 		delete(c.reqs, m.ID)
+		s.answered(c, m.ID)
 		if q.isBlock {
 			claimed = append(claimed, q.block)
 			if m.Block != nil && m.Block.Index != q.block {
@@ -753,16 +1115,89 @@ func (s *Session) receive(c *channel, ms []*received) error {
 	return nil
 }
 
-// pump sends requests while the window has room.
+// answered notes that the peer answered request id on c: it is serving, so
+// its window on c grows back by one, and its strikes are forgiven.
+func (s *Session) answered(c *channel, id uint64) {
+	s.lastAnswer = s.lastRecv
+	s.lastID = max(s.lastID, id)
+	s.strikes = 0
+	c.window = min(c.window+1, s.cfg.Window)
+}
+
+// expire gives up on the requests the peer is not serving: those that have
+// waited RequestTimeout while the peer answered nothing for as long, or
+// answered a request made later (it answers in order, on every channel at
+// once). Each is cancelled, its block freed for other peers and never asked
+// of this peer again on this session, and its channel's window is halved.
+// A third round of timeouts with no answer in between, or more than
+// maxTimedOut in all, ends the session.
+func (s *Session) expire(now time.Time) error {
+	timeout := s.cfg.RequestTimeout
+	stalled := now.Sub(s.lastAnswer) >= timeout
+	expired := 0
+	for _, c := range s.channels {
+		n := 0
+		for id, q := range c.reqs {
+			if now.Sub(q.sent) < timeout || (!stalled && id > s.lastID) {
+				continue
+			}
+			delete(c.reqs, id)
+			c.cancelled[id] = true
+			s.send(&wire.Cancel{Channel: c.local, ID: id})
+			if q.isBlock {
+				c.r.release(s, q.block)
+				c.refused[q.block] = true
+			} else {
+				c.upgrade, c.noUpgrade = false, true
+			}
+			n++
+		}
+		if n > 0 {
+			c.window = max(c.window/2, 1)
+			expired += n
+			c.r.kick() // other sessions may fetch the blocks freed
+		}
+	}
+	if expired == 0 {
+		return nil
+	}
+	s.strikes++
+	s.timedOut += expired
+	s.log.Debug("swarm: requests timed out", "requests", expired, "strikes", s.strikes)
+	if s.strikes >= maxStrikes || s.timedOut > maxTimedOut {
+		return fmt.Errorf("%w: %d requests unanswered for %v (%d rounds with no answer)", ErrTimeout, s.timedOut, timeout, s.strikes)
+	}
+	return nil
+}
+
+// pump sends what changed on this side, and requests while the window
+// has room.
 func (s *Session) pump() {
 	s.mu.Lock()
-	haves := s.haves
-	s.haves = nil
+	haves, pubs := s.haves, s.published
+	s.haves, s.published = nil, nil
 	s.mu.Unlock()
 	for _, hv := range haves {
 		if c, ok := s.byKey[hv.r.f.DiscoveryKey()]; ok && c.open {
 			s.send(&wire.Range{Channel: c.local, Start: hv.index, Length: 1})
 		}
+	}
+	// A channel not open yet gets every value when it opens.
+	fresh := map[*channel]map[string]publication{}
+	for p := range pubs {
+		c, ok := s.byKey[p.r.f.DiscoveryKey()]
+		if !ok || !c.open || c.r != p.r {
+			continue
+		}
+		if v, ok := p.r.extensionValue(p.name); ok {
+			if fresh[c] == nil {
+				fresh[c] = map[string]publication{}
+			}
+			fresh[c][p.name] = v
+		}
+	}
+	for c, vs := range fresh {
+		s.sendExtensions(c, vs)
 	}
 	for _, c := range s.channels {
 		if !c.open {
@@ -772,15 +1207,15 @@ func (s *Session) pump() {
 		// A replica always follows the newest head a peer has, so Len
 		// tracks the writer.
 		h := c.f.Head()
-		if !c.upgrade && (c.peerFork > h.Fork || (c.peerFork == h.Fork && c.peerLen > h.Length)) {
+		if !c.upgrade && !c.noUpgrade && (c.peerFork > h.Fork || (c.peerFork == h.Fork && c.peerLen > h.Length)) {
 			s.request(c, &wire.Request{Upgrade: true}, request{})
 			c.upgrade = true
 		}
-		room := s.cfg.Window - len(c.reqs)
+		room := c.window - len(c.reqs)
 		if room <= 0 || c.peerFork != h.Fork {
 			continue
 		}
-		claimed := c.r.claim(s, room, h.Length, c.peerHas.get)
+		claimed := c.r.claim(s, room, h.Length, c.asks)
 		for k, r := range c.f.BlockRequests(claimed) {
 			i := claimed[k]
 			s.request(c, &wire.Request{Block: &wire.BlockRequest{Index: i, Nodes: r.Block.Nodes}}, request{block: i, isBlock: true})
@@ -792,6 +1227,7 @@ func (s *Session) request(c *channel, m *wire.Request, q request) {
 	s.nextReq++
 	h := c.f.Head()
 	m.Channel, m.ID, m.Fork, m.Length = c.local, s.nextReq, h.Fork, h.Length
+	q.sent = time.Now()
 	c.reqs[m.ID] = q
 	s.send(m)
 }

@@ -34,9 +34,11 @@ type Config struct {
 	// Firewall, if set, is asked about every peer once its identity is
 	// known; returning false refuses the peer.
 	Firewall func(PeerKey) bool
-	// Window and KeepAlive are passed to every session; see SessionConfig.
-	Window    int
-	KeepAlive time.Duration
+	// Window, KeepAlive and RequestTimeout are passed to every session;
+	// see SessionConfig.
+	Window         int
+	KeepAlive      time.Duration
+	RequestTimeout time.Duration
 	// ReconnectMin and ReconnectMax bound the backoff between dials to a
 	// peer; defaults 100 ms and 30 s.
 	ReconnectMin, ReconnectMax time.Duration
@@ -90,6 +92,7 @@ type Swarm struct {
 	reps     map[feed.DiscoveryKey]*Replicator
 	topics   map[Topic]bool
 	dialing  map[netip.AddrPort]bool
+	watchers map[*watcher]bool
 }
 
 // New starts a swarm on store (which may be nil: then only the feeds given
@@ -110,6 +113,7 @@ func New(store *feed.Store, cfg Config) (*Swarm, error) {
 		reps:     map[feed.DiscoveryKey]*Replicator{},
 		topics:   map[Topic]bool{},
 		dialing:  map[netip.AddrPort]bool{},
+		watchers: map[*watcher]bool{},
 	}
 	s.wg.Go(s.acceptLoop)
 	return s, nil
@@ -317,12 +321,13 @@ func (s *Swarm) acceptLoop() {
 // connection dialled by the peer with the smaller key.
 func (s *Swarm) start(ctx context.Context, conn net.Conn, initiator bool) (*Session, error) {
 	sess, err := NewSession(ctx, conn, initiator, SessionConfig{
-		KeyPair:   s.cfg.KeyPair,
-		Secret:    s.cfg.Secret,
-		Window:    s.cfg.Window,
-		KeepAlive: s.cfg.KeepAlive,
-		Logger:    s.cfg.Logger,
-		Lookup:    s.lookup,
+		KeyPair:        s.cfg.KeyPair,
+		Secret:         s.cfg.Secret,
+		Window:         s.cfg.Window,
+		KeepAlive:      s.cfg.KeepAlive,
+		RequestTimeout: s.cfg.RequestTimeout,
+		Logger:         s.cfg.Logger,
+		Lookup:         s.lookup,
 	})
 	if err != nil {
 		return nil, err
@@ -338,6 +343,7 @@ func (s *Swarm) start(ctx context.Context, conn net.Conn, initiator bool) (*Sess
 		sess.Close()
 		return nil, ErrClosed
 	}
+	addr := addrPort(conn.RemoteAddr())
 	if old, ok := s.sessions[remote]; ok {
 		if !s.prefer(sess, old) {
 			s.mu.Unlock()
@@ -345,11 +351,15 @@ func (s *Swarm) start(ctx context.Context, conn net.Conn, initiator bool) (*Sess
 			return nil, errDuplicate
 		}
 		old.fail(errDuplicate)
+		// The old session is down as far as watchers know: its end,
+		// later, is not reported again.
+		s.emit(PeerEvent{Key: remote, Addr: addrPort(old.conn.RemoteAddr())})
 	}
 	s.sessions[remote] = sess
 	for _, r := range s.reps {
 		sess.Replicate(r)
 	}
+	s.emit(PeerEvent{Key: remote, Addr: addr, Up: true})
 	s.mu.Unlock()
 	s.log.Debug("swarm: connected", "peer", remote, "initiator", initiator)
 	s.wg.Go(func() {
@@ -361,10 +371,21 @@ func (s *Swarm) start(ctx context.Context, conn net.Conn, initiator bool) (*Sess
 		s.mu.Lock()
 		if s.sessions[remote] == sess {
 			delete(s.sessions, remote)
+			s.emit(PeerEvent{Key: remote, Addr: addr})
 		}
 		s.mu.Unlock()
 	})
 	return sess, nil
+}
+
+// addrPort returns a connection's address as a netip.AddrPort, or the zero
+// AddrPort for one that is not TCP.
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
 }
 
 // prefer reports whether a new session should replace the one to the same
@@ -394,6 +415,106 @@ func (s *Swarm) Peers() []PeerKey {
 		out = append(out, k)
 	}
 	return out
+}
+
+// Connected reports whether a session with peer k runs now.
+func (s *Swarm) Connected(k PeerKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.sessions[k]
+	return ok
+}
+
+// PeerEvent is a peer connecting or disconnecting, as Watch reports it.
+type PeerEvent struct {
+	// Key is the peer's identity.
+	Key PeerKey
+	// Addr is the peer's address on the connection: where it listens if
+	// this side dialled, else the port it dialled from.
+	Addr netip.AddrPort
+	// Up is true when the peer connected, false when it disconnected.
+	Up bool
+}
+
+// Watch reports peers connecting and disconnecting: first an Up event for
+// every peer connected now, then an Up event each time a session with a
+// peer is established (after the choice between two connections, when both
+// peers dialled) and a Down event when it ends. A peer's events alternate,
+// Up first; a session replaced by a newer one to the same peer is reported
+// as Down then Up. No event is dropped: those a watcher has not read yet
+// are queued. The channel is closed when ctx ends or the swarm closes.
+func (s *Swarm) Watch(ctx context.Context) <-chan PeerEvent {
+	out := make(chan PeerEvent)
+	w := &watcher{kick: make(chan struct{}, 1)}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		close(out)
+		return out
+	}
+	for k, sess := range s.sessions {
+		w.queue = append(w.queue, PeerEvent{Key: k, Addr: addrPort(sess.conn.RemoteAddr()), Up: true})
+	}
+	s.watchers[w] = true
+	s.wg.Go(func() {
+		defer close(out)
+		defer func() {
+			s.mu.Lock()
+			delete(s.watchers, w)
+			s.mu.Unlock()
+		}()
+		w.run(ctx, s.ctx, out)
+	})
+	s.mu.Unlock()
+	return out
+}
+
+// watcher is one Watch: the events not yet delivered, and a goroutine that
+// delivers them.
+type watcher struct {
+	mu    sync.Mutex
+	queue []PeerEvent
+	kick  chan struct{} // events were queued
+}
+
+// emit queues e for every watcher. The caller holds s.mu, so that events
+// are queued in the order the sessions changed.
+func (s *Swarm) emit(e PeerEvent) {
+	for w := range s.watchers {
+		w.mu.Lock()
+		w.queue = append(w.queue, e)
+		w.mu.Unlock()
+		select {
+		case w.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// run delivers w's events to out until ctx or the swarm's context ends.
+func (w *watcher) run(ctx, swarm context.Context, out chan<- PeerEvent) {
+	for {
+		w.mu.Lock()
+		q := w.queue
+		w.queue = nil
+		w.mu.Unlock()
+		for _, e := range q {
+			select {
+			case out <- e:
+			case <-ctx.Done():
+				return
+			case <-swarm.Done():
+				return
+			}
+		}
+		select {
+		case <-w.kick:
+		case <-ctx.Done():
+			return
+		case <-swarm.Done():
+			return
+		}
+	}
 }
 
 // Close disconnects every peer, leaves every topic and stops every

@@ -50,6 +50,7 @@ const (
 	TypeCancel
 	TypePing
 	TypePong
+	TypeExtension
 )
 
 // Message is one protocol message.
@@ -84,6 +85,8 @@ func newMessage(t Type) (Message, error) {
 		return &Ping{}, nil
 	case TypePong:
 		return &Pong{}, nil
+	case TypeExtension:
+		return &Extension{}, nil
 	}
 	return nil, fmt.Errorf("%w: unknown type %d", ErrMalformed, t)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/hyperfeed/hyperfeed/merkle"
@@ -30,6 +31,8 @@ func sampleMessages() []Message {
 		&Cancel{Channel: 1, ID: 3},
 		&Ping{Nonce: 42},
 		&Pong{Nonce: 42},
+		&Extension{Channel: 3, Name: "presence", Payload: []byte("here")},
+		&Extension{Channel: 3, Name: strings.Repeat("n", MaxExtensionName), Payload: make([]byte, MaxExtensionPayload)},
 	}
 }
 
@@ -93,6 +96,9 @@ func TestRejects(t *testing.T) {
 		"range overflow":  mustEncode(t, &Range{Start: merkle.MaxLength, Length: 1}),
 		"array too long":  frame(TypeData, []byte{0xdd, 0xff, 0xff, 0xff, 0xff}),
 		"truncated frame": frame(TypeSync, []byte{0x93, 0x01})[:6],
+		"unnamed ext":     mustEncode(t, &Extension{Channel: 1, Payload: []byte{1}}),
+		"long ext name":   mustEncode(t, &Extension{Channel: 1, Name: strings.Repeat("n", MaxExtensionName+1)}),
+		"huge ext":        mustEncode(t, &Extension{Channel: 1, Name: "x", Payload: make([]byte, MaxExtensionPayload+1)}),
 	} {
 		_, err := NewReader(bytes.NewReader(b)).Read()
 		require.Error(t, err, name)
