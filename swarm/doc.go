@@ -5,10 +5,17 @@
 //
 // A Swarm listens, dials the peers that discovery finds under the topics it
 // joins (a feed's discovery key, or any 32 bytes), keeps one Session per
-// peer, and replicates over every session the feeds given to Replicate and
-// any feed of its feed.Store that a peer asks for. A Session also runs on any
-// net.Conn a caller provides (NewSession), which is how the protocol is
-// tested without sockets.
+// peer, and replicates over every session the feeds given to Replicate
+// (which joins the feed's topic) or Attach (which does not), and any feed of
+// its feed.Store that a peer asks for. A Session also runs on any net.Conn a
+// caller provides (NewSession), and a Swarm on any listener and dialler
+// (Config.Listener, Config.Dial), which is how the protocol is tested
+// without sockets.
+//
+// A feed's Replicator downloads (Download), waits until a peer has told its
+// head and this side has caught up (Update, as a clone does before it calls
+// itself done), and waits until every peer holds a prefix (Delivered, as a
+// writer does before it leaves).
 //
 // # Connections
 //

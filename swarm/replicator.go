@@ -26,6 +26,8 @@ type Replicator struct {
 	downloads []*Download
 	inflight  map[uint64]*Session // block → the session fetching it
 	sessions  map[*Session]bool
+	peers     map[*Session]peerHead // peers with the channel open
+	changed   chan struct{}         // closed, and replaced, when peers or the head change
 	values    map[string]publication // extension values published, by name
 	published uint64                 // publications so far
 	handlers  map[string]func(PeerKey, []byte)
@@ -41,6 +43,7 @@ type publication struct {
 // NewReplicator starts tracking what f wants. Close it when done.
 func NewReplicator(f *feed.Feed) *Replicator {
 	r := &Replicator{f: f, sparse: map[uint64]bool{}, inflight: map[uint64]*Session{}, sessions: map[*Session]bool{},
+		peers: map[*Session]peerHead{}, changed: make(chan struct{}),
 		values: map[string]publication{}, handlers: map[string]func(PeerKey, []byte){}}
 	r.cancel = f.Subscribe(r.onEvent)
 	return r
@@ -90,7 +93,94 @@ func (r *Replicator) onEvent(e feed.Event) {
 	case feed.EventAppend:
 		r.checkDownloads()
 	}
+	if e.Kind == feed.EventAppend || e.Kind == feed.EventTruncate {
+		r.mu.Lock()
+		r.changedLocked()
+		r.mu.Unlock()
+	}
 	r.kick()
+}
+
+// peerHead is what a peer has said of the feed on an open channel.
+type peerHead struct {
+	open         bool
+	heard        bool // it sent its head: fork and length
+	fork, length uint64
+	held         uint64 // it holds blocks [0, held)
+}
+
+// notePeer records what session s's peer has said of the feed.
+func (r *Replicator) notePeer(s *Session, h peerHead) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.peers[s]; ok && old == h || !ok && !h.open {
+		return
+	}
+	if h.open {
+		r.peers[s] = h
+	} else {
+		delete(r.peers, s)
+	}
+	r.changedLocked()
+}
+
+func (r *Replicator) changedLocked() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// waitPeers waits until done, called under r.mu with the feed's head and
+// the peers' heads, returns true.
+func (r *Replicator) waitPeers(ctx context.Context, done func(feed.Head, map[*Session]peerHead) bool) error {
+	for {
+		// Take the channel first: a change after it closes it.
+		r.mu.Lock()
+		changed := r.changed
+		r.mu.Unlock()
+		h := r.f.Head()
+		r.mu.Lock()
+		ok := done(h, r.peers)
+		r.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Update waits until a connected peer has told its head of the feed and
+// this side holds a head at least as new (the same fork and at least its
+// length, or a later fork): after Update, Len is what the network had when
+// Update was called, as far as that peer knew. It waits for a peer as long
+// as ctx allows.
+func (r *Replicator) Update(ctx context.Context) error {
+	return r.waitPeers(ctx, func(h feed.Head, peers map[*Session]peerHead) bool {
+		for _, p := range peers {
+			if p.heard && (p.fork < h.Fork || p.fork == h.Fork && p.length <= h.Length) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// Delivered waits until every peer with which the feed's channel is open
+// holds blocks [0, length), as it has announced: what a writer calls before
+// closing, so that what it appended last has reached its peers. With no
+// such peer it returns at once.
+func (r *Replicator) Delivered(ctx context.Context, length uint64) error {
+	return r.waitPeers(ctx, func(_ feed.Head, peers map[*Session]peerHead) bool {
+		for _, p := range peers {
+			if p.held < length {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // kick tells every session that there may be work.
@@ -116,6 +206,10 @@ func (r *Replicator) attach(s *Session) {
 func (r *Replicator) detach(s *Session) {
 	r.mu.Lock()
 	delete(r.sessions, s)
+	if _, ok := r.peers[s]; ok {
+		delete(r.peers, s)
+		r.changedLocked()
+	}
 	for i, by := range r.inflight {
 		if by == s {
 			delete(r.inflight, i)

@@ -164,6 +164,7 @@ type channel struct {
 	open     bool // both sides have opened
 	peerFork uint64
 	peerLen  uint64
+	heard    bool     // the peer has sent its head (peerFork, peerLen)
 	peerHas  holdings // blocks the peer says it holds
 	reqs     map[uint64]request
 	upgrade  bool // an upgrade request is in flight
@@ -730,14 +731,21 @@ func (s *Session) peerClosed(c *channel) {
 	s.dropUnanswered(c)
 	delete(s.byRemote, c.remote)
 	c.open, c.remote, c.upgrade, c.noUpgrade = false, 0, false, false
-	c.peerFork, c.peerLen = 0, 0
+	c.peerFork, c.peerLen, c.heard = 0, 0, false
 	c.peerHas.reset()
 	c.sentAny = false
+	s.reportPeer(c)
 	clear(c.extSent)
 	// Offer the feed again, so that the peer pairs it at once if it
 	// replicates the feed again.
 	s.sendOpen(c)
 	c.r.kick()
+}
+
+// reportPeer tells the channel's Replicator what the peer has said of the
+// feed, for Update and Delivered.
+func (s *Session) reportPeer(c *channel) {
+	c.r.notePeer(s, peerHead{open: c.open, heard: c.heard, fork: c.peerFork, length: c.peerLen, held: c.peerHas.prefix})
 }
 
 // capability proves knowledge of a feed key on this session, for one role:
@@ -782,18 +790,21 @@ func (s *Session) handle(m wire.Message) error {
 		if m.Fork != c.peerFork || m.Length != c.peerLen {
 			c.noUpgrade = false // a new head, which the peer may serve
 		}
-		c.peerFork, c.peerLen = m.Fork, m.Length
+		c.peerFork, c.peerLen, c.heard = m.Fork, m.Length, true
 		if m.Fork > c.f.Fork() {
 			c.peerHas.reset() // a new history: what the peer held is void
 		}
+		s.reportPeer(c)
 	case *wire.Range:
 		if m.Drop {
 			c.peerHas.drop(m.Start, m.Start+m.Length)
 		} else {
 			c.peerHas.add(m.Start, m.Start+m.Length, c.peerLen)
 		}
+		s.reportPeer(c)
 	case *wire.Bitfield:
 		c.peerHas.setPage(m.Page, m.Bits, c.peerLen)
+		s.reportPeer(c)
 	case *wire.NoData:
 		q, ok := c.reqs[m.ID]
 		if !ok {
@@ -892,6 +903,7 @@ func (s *Session) remoteOpened(c *channel, m *wire.Open) error {
 	}
 	c.remote, c.open = m.Channel, true
 	s.byRemote[m.Channel] = c
+	s.reportPeer(c)
 	s.announce(c)
 	s.sendExtensions(c, c.r.extensionValues())
 	return nil

@@ -29,6 +29,11 @@ type Config struct {
 	// ListenAddr is where to accept connections; default ":0" (every
 	// interface, a free port).
 	ListenAddr string
+	// Listener and Dial, if set, replace TCP: the swarm accepts
+	// connections on Listener (and closes it) and dials peers' addresses
+	// with Dial. Tests run swarms over an in-memory network with them.
+	Listener net.Listener
+	Dial     func(ctx context.Context, addr string) (net.Conn, error)
 	// Discovery finds peers under the topics the swarm joins.
 	Discovery []Discovery
 	// Firewall, if set, is asked about every peer once its identity is
@@ -101,9 +106,12 @@ func New(store *feed.Store, cfg Config) (*Swarm, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.ListenAddr)
-	if err != nil {
-		return nil, fmt.Errorf("swarm: listen: %w", err)
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
+			return nil, fmt.Errorf("swarm: listen: %w", err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Swarm{
@@ -125,8 +133,17 @@ func (s *Swarm) Key() PeerKey { return s.cfg.KeyPair.Public }
 // Addr returns the address the swarm listens on.
 func (s *Swarm) Addr() net.Addr { return s.ln.Addr() }
 
-// Port returns the port the swarm listens on.
-func (s *Swarm) Port() int { return s.ln.Addr().(*net.TCPAddr).Port }
+// Port returns the port the swarm listens on (0 if its Listener has no
+// TCP address).
+func (s *Swarm) Port() int {
+	if a, ok := s.ln.Addr().(*net.TCPAddr); ok {
+		return a.Port
+	}
+	if ap, err := netip.ParseAddrPort(s.ln.Addr().String()); err == nil {
+		return int(ap.Port())
+	}
+	return 0
+}
 
 // Replicate replicates f with every peer that has it too, now and later,
 // and joins f's discovery key as a topic. It returns f's Replicator, for
@@ -138,6 +155,13 @@ func (s *Swarm) Replicate(f *feed.Feed) (*Replicator, error) {
 	}
 	return r, s.Join(Topic(f.DiscoveryKey()))
 }
+
+// Attach replicates f with every peer that has it too, over the
+// connections this swarm makes for its topics, without joining f's own
+// topic: for feeds learnt of through another feed, as the usersession
+// package learns of device feeds, where a topic each would cost an
+// announcement each.
+func (s *Swarm) Attach(f *feed.Feed) (*Replicator, error) { return s.replicator(f) }
 
 func (s *Swarm) replicator(f *feed.Feed) (*Replicator, error) {
 	s.mu.Lock()
@@ -292,8 +316,14 @@ var errDuplicate = errors.New("swarm: duplicate connection to peer")
 func (s *Swarm) connect(addr netip.AddrPort) (*Session, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr.String())
+	var conn net.Conn
+	var err error
+	if s.cfg.Dial != nil {
+		conn, err = s.cfg.Dial(ctx, addr.String())
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", addr.String())
+	}
 	if err != nil {
 		return nil, err
 	}

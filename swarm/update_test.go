@@ -1,0 +1,160 @@
+package swarm
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hyperfeed/hyperfeed/feed"
+	"github.com/stretchr/testify/require"
+)
+
+// TestUpdate: a replica's Update returns once a peer has told its head and
+// the replica has caught up with it, not before; a writer's returns as soon
+// as a peer has spoken.
+func TestUpdate(t *testing.T) {
+	wst := openStore(t)
+	w, err := wst.Named("log")
+	require.NoError(t, err)
+	appendBlocks(t, w, 0, 300)
+	ws := newTestSwarm(t, wst, Config{})
+	rw, err := ws.Attach(w)
+	require.NoError(t, err)
+
+	rst := openStore(t)
+	r, err := rst.Get(w.Key())
+	require.NoError(t, err)
+	rs := newTestSwarm(t, rst, Config{})
+	rr, err := rs.Attach(r)
+	require.NoError(t, err)
+
+	// No peer yet: Update waits for one, as long as its context allows.
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	require.ErrorIs(t, rr.Update(short), context.DeadlineExceeded)
+	cancel()
+
+	require.NoError(t, rs.Connect(ws.Addr().String()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, rr.Update(ctx))
+	require.Equal(t, w.Len(), r.Len(), "Update returned before the replica had the writer's head")
+	require.NoError(t, rw.Update(ctx))
+
+	appendBlocks(t, w, 300, 10)
+	require.NoError(t, rr.Update(ctx))
+	waitFor(t, "the new head at the replica", func() bool { return r.Len() == 310 })
+}
+
+// TestDelivered: a writer's Delivered(n) returns once every connected peer
+// holds the first n blocks, which is what a node that logs out waits for.
+func TestDelivered(t *testing.T) {
+	wst := openStore(t)
+	w, err := wst.Named("log")
+	require.NoError(t, err)
+	appendBlocks(t, w, 0, 50)
+	ws := newTestSwarm(t, wst, Config{})
+	rw, err := ws.Attach(w)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, rw.Delivered(ctx, 50), "no peer: nothing to wait for")
+
+	var replicas []*feed.Feed
+	for range 2 {
+		st := openStore(t)
+		r, err := st.Get(w.Key())
+		require.NoError(t, err)
+		s := newTestSwarm(t, st, Config{})
+		rep, err := s.Attach(r)
+		require.NoError(t, err)
+		rep.Download(0, Live)
+		require.NoError(t, s.Connect(ws.Addr().String()))
+		replicas = append(replicas, r)
+	}
+	waitFor(t, "both peers on the channel", func() bool {
+		rw.mu.Lock()
+		defer rw.mu.Unlock()
+		return len(rw.peers) == 2
+	})
+	appendBlocks(t, w, 50, 1)
+	require.NoError(t, rw.Delivered(ctx, 51))
+	for _, r := range replicas {
+		require.True(t, r.Has(50), "Delivered returned before a peer held the last block")
+	}
+}
+
+// TestSwarmOverCustomTransport runs two swarms over net.Pipe through
+// Config.Listener and Config.Dial, as tests over an in-memory network do.
+func TestSwarmOverCustomTransport(t *testing.T) {
+	ln := newPipeListener("10.0.0.1:7")
+	wst := openStore(t)
+	w, err := wst.Named("log")
+	require.NoError(t, err)
+	appendBlocks(t, w, 0, 100)
+	ws := newTestSwarm(t, wst, Config{Listener: ln})
+	require.Equal(t, 7, ws.Port())
+
+	rst := openStore(t)
+	r, err := rst.Get(w.Key())
+	require.NoError(t, err)
+	dialed := make(chan string, 10)
+	rs := newTestSwarm(t, rst, Config{Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+		dialed <- addr
+		return ln.dial(ctx)
+	}})
+	require.NoError(t, rs.Connect("10.0.0.1:7"))
+	d, err := rs.Download(r, 0, 100)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, d.Wait(ctx))
+	require.Equal(t, "10.0.0.1:7", <-dialed)
+	requireSame(t, w, r)
+}
+
+// pipeListener is a net.Listener whose connections are net.Pipes.
+type pipeListener struct {
+	addr   pipeAddr
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+type pipeAddr string
+
+func (a pipeAddr) Network() string { return "pipe" }
+func (a pipeAddr) String() string  { return string(a) }
+
+func newPipeListener(addr string) *pipeListener {
+	return &pipeListener{addr: pipeAddr(addr), conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *pipeListener) dial(ctx context.Context) (net.Conn, error) {
+	a, b := net.Pipe()
+	select {
+	case l.conns <- b:
+		return a, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *pipeListener) Addr() net.Addr { return l.addr }
