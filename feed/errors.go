@@ -38,7 +38,8 @@ var (
 	// ErrFailed: an earlier write or sync failed and the feed refuses further
 	// writes until it is reopened, because the state on disk is uncertain.
 	ErrFailed = errors.New("feed: failed, reopen to recover")
-	// ErrNotFound: the store holds no feed with that key or discovery key.
+	// ErrNotFound: the store holds no feed with that key or discovery key,
+	// or Options.MustExist found no feed in the directory.
 	ErrNotFound = errors.New("feed: not found")
 )
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io/fs"
 	"io"
 	"log/slog"
 	"os"
@@ -47,6 +48,10 @@ type Options struct {
 	// (group commit). Without it, an acknowledged write survives the process
 	// being killed, but not the machine losing power.
 	Sync bool
+	// MustExist opens only a feed already stored in the directory: where
+	// there is none, Open fails with ErrNotFound rather than create one, so
+	// that a mistyped path is not taken for a new feed.
+	MustExist bool
 	// FS holds the files; nil means the operating system's.
 	FS FS
 	// Logger receives warnings such as a repaired header slot; nil discards.
@@ -139,6 +144,23 @@ func Open(dir string, opts *Options) (*Feed, error) {
 }
 
 func open(dir string, o *Options) (_ *Feed, err error) {
+	if o.MustExist {
+		h, err := o.FS.OpenFile(filepath.Join(dir, headerFile), os.O_RDONLY, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: no feed in %s", ErrNotFound, dir)
+		}
+		if err != nil {
+			return nil, err
+		}
+		size, err := fileSize(h)
+		h.Close()
+		if err != nil {
+			return nil, err
+		}
+		if size == 0 {
+			return nil, fmt.Errorf("%w: no feed in %s (its creation did not finish)", ErrNotFound, dir)
+		}
+	}
 	if err := o.FS.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}

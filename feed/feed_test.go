@@ -946,3 +946,21 @@ func TestPrepare(t *testing.T) {
 	}
 	require.NoError(t, r.Verify(context.Background()))
 }
+
+// TestMustExist: with MustExist, Open fails with ErrNotFound where no feed
+// is stored, creates nothing, and opens a stored feed as usual.
+func TestMustExist(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "typo")
+	_, err := feed.Open(dir, &feed.Options{MustExist: true})
+	require.ErrorIs(t, err, feed.ErrNotFound)
+	_, err = os.Stat(dir)
+	require.ErrorIs(t, err, os.ErrNotExist, "MustExist created the directory")
+
+	w := openFeed(t, dir, nil)
+	appendN(t, w, 0, 3)
+	require.NoError(t, w.Close())
+	f, err := feed.Open(dir, &feed.Options{MustExist: true})
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), f.Len())
+	require.NoError(t, f.Close())
+}
