@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/hyperfeed/hyperfeed/internal/noiseconn"
 )
@@ -55,7 +56,9 @@ func GenerateKeyPair() (KeyPair, error) {
 }
 
 // LoadOrCreateKeyPair reads the key pair saved in file (its 32-byte private
-// key), or creates one and saves it with mode 0600.
+// key), or creates one and saves it with mode 0600, creating the directory.
+// The file appears whole or not at all, and of two processes creating it at
+// once, both end up with the one that was saved first.
 func LoadOrCreateKeyPair(file string) (KeyPair, error) {
 	b, err := os.ReadFile(file)
 	switch {
@@ -64,7 +67,10 @@ func LoadOrCreateKeyPair(file string) (KeyPair, error) {
 		if err != nil {
 			return KeyPair{}, err
 		}
-		if err := os.WriteFile(file, kp.Private[:], 0o600); err != nil {
+		if err := saveKeyPair(file, kp); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return LoadOrCreateKeyPair(file)
+			}
 			return KeyPair{}, fmt.Errorf("swarm: save key pair: %w", err)
 		}
 		return kp, nil
@@ -78,6 +84,33 @@ func LoadOrCreateKeyPair(file string) (KeyPair, error) {
 		return KeyPair{}, fmt.Errorf("swarm: load key pair: %w", err)
 	}
 	return KeyPair{Private: kp.Private, Public: kp.Public}, nil
+}
+
+// saveKeyPair writes kp's private key to a temporary file beside file,
+// syncs it, and links it into place, which fails (fs.ErrExist) if file
+// appeared meanwhile.
+func saveKeyPair(file string, kp KeyPair) error {
+	dir := filepath.Dir(file)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".peer-key-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(kp.Private[:]); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Link(tmp.Name(), file)
 }
 
 func (kp KeyPair) noise() noiseconn.KeyPair {

@@ -26,8 +26,8 @@ type Replicator struct {
 	downloads []*Download
 	inflight  map[uint64]*Session // block → the session fetching it
 	sessions  map[*Session]bool
-	peers     map[*Session]peerHead // peers with the channel open
-	changed   chan struct{}         // closed, and replaced, when peers or the head change
+	peers     map[*Session]peerHead  // peers with the channel open
+	changed   chan struct{}          // closed, and replaced, when peers or the head change
 	values    map[string]publication // extension values published, by name
 	published uint64                 // publications so far
 	handlers  map[string]func(PeerKey, []byte)

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hyperfeed/hyperfeed/feed"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -138,4 +142,34 @@ func TestSwarmNetworkSecret(t *testing.T) {
 	require.Error(t, err)
 	require.Nil(t, sess)
 	require.Equal(t, uint64(0), o.Len())
+}
+
+// TestLoadOrCreateKeyPair: the key pair is created with its directory,
+// mode 0600, and loaded again; many concurrent creators agree on one.
+func TestLoadOrCreateKeyPair(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "a", "b", "peer.key")
+	keys := make(chan PeerKey, 8)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			kp, err := LoadOrCreateKeyPair(file)
+			assert.NoError(t, err)
+			keys <- kp.Public
+		})
+	}
+	wg.Wait()
+	close(keys)
+	first := <-keys
+	for k := range keys {
+		require.Equal(t, first, k)
+	}
+	fi, err := os.Stat(file)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	kp, err := LoadOrCreateKeyPair(file)
+	require.NoError(t, err)
+	require.Equal(t, first, kp.Public)
+	require.NoError(t, os.WriteFile(file, []byte("short"), 0o600))
+	_, err = LoadOrCreateKeyPair(file)
+	require.Error(t, err)
 }
