@@ -98,6 +98,12 @@ type Login struct {
 	Port     int
 	Started  int64 // Unix milliseconds
 	Metadata map[string]string
+	// Swarm is where the device's node accepts swarm connections, IP:port
+	// in canonical form ("192.0.2.1:4977", "[2001:db8::1]:4977"), so that
+	// every node can connect to every other; empty if it accepts none.
+	// It was added after the other fields, at the end of the array, so
+	// logins without it still decode.
+	Swarm string
 }
 
 // Logout ends the device's session, and revokes every token issued for it.
@@ -218,6 +224,11 @@ func (l *Login) check() error {
 	case len(l.Metadata) > MaxMetadataKeys:
 		return fmt.Errorf("%w: login metadata has %d keys, at most %d", ErrBadEntry, len(l.Metadata), MaxMetadataKeys)
 	}
+	if l.Swarm != "" {
+		if err := checkSwarmAddr(l.Swarm); err != nil {
+			return err
+		}
+	}
 	for k, v := range l.Metadata {
 		switch {
 		case k == "" || len(k) > MaxMetadataKey:
@@ -229,6 +240,25 @@ func (l *Login) check() error {
 		case !utf8.ValidString(v):
 			return fmt.Errorf("%w: login metadata %q: value is not UTF-8", ErrBadEntry, k)
 		}
+	}
+	return nil
+}
+
+// checkSwarmAddr accepts a login's swarm address: an IP address as a
+// login's IP must be, and a port from 1 to 65535, in canonical form.
+func checkSwarmAddr(s string) error {
+	ap, err := netip.ParseAddrPort(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: login swarm address %q: %v", ErrBadEntry, shorten(s), err)
+	case ap.Addr().Zone() != "":
+		return fmt.Errorf("%w: login swarm address %q: a zone means nothing to other hosts", ErrBadEntry, s)
+	case ap.Addr().IsUnspecified():
+		return fmt.Errorf("%w: login swarm address %q is unspecified", ErrBadEntry, s)
+	case ap.Port() == 0:
+		return fmt.Errorf("%w: login swarm address %q: port 0", ErrBadEntry, s)
+	case ap.String() != s:
+		return fmt.Errorf("%w: login swarm address %q is not in canonical form %q", ErrBadEntry, s, ap.String())
 	}
 	return nil
 }
@@ -344,6 +374,7 @@ type (
 		Port     int
 		Started  int64
 		Metadata map[string]string
+		Swarm    string // absent from logins written before it was added
 	}
 	logoutBody struct {
 		At int64
@@ -385,7 +416,7 @@ func EncodeEntry(e Entry) ([]byte, error) {
 	case *Certificate:
 		body = &certificateBody{e.Identity[:], e.Device[:], e.Peer[:], e.Alias, e.DeviceName, e.Claimed, e.Created, e.Signature[:]}
 	case *Login:
-		body = &loginBody{e.Alias, e.IP, e.Port, e.Started, e.Metadata}
+		body = &loginBody{e.Alias, e.IP, e.Port, e.Started, e.Metadata, e.Swarm}
 	case *Logout:
 		body = &logoutBody{e.At}
 	case *Unregister:
@@ -467,7 +498,7 @@ func decodeEntry(b []byte) (Entry, error) {
 		}
 		e = c
 	case *loginBody:
-		l := &Login{Alias: body.Alias, IP: body.IP, Port: body.Port, Started: body.Started, Metadata: body.Metadata}
+		l := &Login{Alias: body.Alias, IP: body.IP, Port: body.Port, Started: body.Started, Metadata: body.Metadata, Swarm: body.Swarm}
 		if len(l.Metadata) == 0 {
 			l.Metadata = nil // msgpack nil and {} mean the same
 		}

@@ -46,6 +46,8 @@ func TestEntryRoundTrip(t *testing.T) {
 
 	roundTrip(t, &Login{Alias: "bob", IP: "192.0.2.7", Port: 4977, Started: 5})
 	roundTrip(t, &Login{Alias: "bob", IP: "2001:db8::1", Port: 1, Started: 0, Metadata: map[string]string{"client": "hyperfeed/1", "empty": ""}})
+	roundTrip(t, &Login{Alias: "bob", IP: "192.0.2.7", Port: 4977, Started: 5, Swarm: "192.0.2.7:4978"})
+	roundTrip(t, &Login{Alias: "bob", IP: "2001:db8::1", Port: 80, Started: 5, Swarm: "[2001:db8::1]:4978"})
 	roundTrip(t, &Logout{At: 1_700_000_000_123})
 
 	u, err := NewUnregister(id, "BOB", time.UnixMilli(1_800_000_000_000))
@@ -222,12 +224,19 @@ func TestEntryLimits(t *testing.T) {
 		"value of 1025 bytes":  {Alias: "bob", IP: "10.0.0.1", Port: 1, Metadata: map[string]string{"k": bigValue + "v"}},
 		"value not UTF-8":      {Alias: "bob", IP: "10.0.0.1", Port: 1, Metadata: map[string]string{"k": "\xc3"}},
 		"key not UTF-8":        {Alias: "bob", IP: "10.0.0.1", Port: 1, Metadata: map[string]string{"\xc3": "v"}},
+		"swarm without port":   {Alias: "bob", IP: "10.0.0.1", Port: 1, Swarm: "10.0.0.1"},
+		"swarm host name":      {Alias: "bob", IP: "10.0.0.1", Port: 1, Swarm: "example.com:4977"},
+		"swarm port 0":         {Alias: "bob", IP: "10.0.0.1", Port: 1, Swarm: "10.0.0.1:0"},
+		"swarm unspecified":    {Alias: "bob", IP: "10.0.0.1", Port: 1, Swarm: "0.0.0.0:4977"},
+		"swarm zone":           {Alias: "bob", IP: "10.0.0.1", Port: 1, Swarm: "[fe80::1%eth0]:4977"},
+		"swarm not canonical":  {Alias: "bob", IP: "10.0.0.1", Port: 1, Swarm: "[2001:DB8::1]:4977"},
+		"swarm IPv6 bare":      {Alias: "bob", IP: "10.0.0.1", Port: 1, Swarm: "2001:db8::1:4977"},
 	}
 	for name, l := range badLogin {
 		_, err := EncodeEntry(&l)
 		require.ErrorIs(t, err, ErrBadEntry, name)
 		// Nor does it decode, when encoded by someone who skips the checks.
-		_, err = DecodeEntry(rawEntry(t, TypeLogin, &loginBody{l.Alias, l.IP, l.Port, l.Started, l.Metadata}))
+		_, err = DecodeEntry(rawEntry(t, TypeLogin, &loginBody{l.Alias, l.IP, l.Port, l.Started, l.Metadata, l.Swarm}))
 		require.ErrorIs(t, err, ErrBadEntry, name)
 	}
 	_, err = EncodeEntry(&Logout{At: -1})
@@ -296,6 +305,15 @@ func TestDecodeEntryRefuses(t *testing.T) {
 	e, err = DecodeEntry([]byte{byte(TypeLogout), 0xdc, 0x00, 0x01, 0x07})
 	require.NoError(t, err)
 	require.Equal(t, &Logout{At: 7}, e)
+
+	// A login written before the swarm address was added still decodes,
+	// without one; a later one decodes with it.
+	e, err = DecodeEntry(rawEntry(t, TypeLogin, []any{"bob", "10.0.0.1", 80, 9, nil}))
+	require.NoError(t, err)
+	require.Equal(t, &Login{Alias: "bob", IP: "10.0.0.1", Port: 80, Started: 9}, e)
+	e, err = DecodeEntry(rawEntry(t, TypeLogin, []any{"bob", "10.0.0.1", 80, 9, nil, "10.0.0.1:4977", "future"}))
+	require.NoError(t, err)
+	require.Equal(t, &Login{Alias: "bob", IP: "10.0.0.1", Port: 80, Started: 9, Swarm: "10.0.0.1:4977"}, e)
 }
 
 func FuzzDecodeEntry(f *testing.F) {

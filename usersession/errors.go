@@ -60,4 +60,17 @@ var (
 	// ErrSessionLimit: the identity already has its maximum of sessions
 	// online, all started before this one.
 	ErrSessionLimit = errors.New("usersession: session limit reached")
+
+	// ErrNoSession: no session is running: none was started, or it was
+	// closed (by Close, Logout or Unregister).
+	ErrNoSession = errors.New("usersession: no session running")
+	// ErrAliasTaken: another identity owns the alias a new device was to
+	// claim.
+	ErrAliasTaken = errors.New("usersession: alias taken")
+	// ErrAliasMismatch: the data directory's device is certified under
+	// another alias than the one asked for.
+	ErrAliasMismatch = errors.New("usersession: data directory belongs to another alias")
+	// ErrInvalidConfig: a Config field is out of range or contradicts
+	// another.
+	ErrInvalidConfig = errors.New("usersession: invalid configuration")
 )

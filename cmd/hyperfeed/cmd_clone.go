@@ -1,22 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hyperfeed/hyperfeed/feed"
 	"github.com/hyperfeed/hyperfeed/swarm"
 )
-
-// headSettle is how long clone listens to a connected peer before it
-// believes that the head it holds is the newest there is. The swarm asks a
-// peer with a longer head for it as soon as the peer announces its head
-// (a round trip or two after connecting), but tells nobody whether a peer's
-// head was longer, equal or not yet heard: without this wait, a clone
-// resumed on a complete-looking replica would stop before hearing that the
-// writer has grown.
-const headSettle = time.Second
 
 func cmdClone(e *env, args []string) error {
 	fs := e.flags()
@@ -44,7 +37,8 @@ func cmdClone(e *env, args []string) error {
 		return err
 	}
 	defer n.close()
-	f, err := feed.Open(dir, &feed.Options{Key: key, Logger: e.log})
+	// Resuming needs the feed found there to stay; a new one may be made.
+	f, err := feed.Open(dir, &feed.Options{Key: key, MustExist: st == dirFeed, Logger: e.log})
 	if errors.Is(err, feed.ErrKeyMismatch) {
 		return fmt.Errorf("%s holds another feed, not %s", dir, key)
 	}
@@ -71,7 +65,7 @@ func cmdClone(e *env, args []string) error {
 	d := r.Download(0, swarm.Live)
 	defer d.Cancel()
 
-	if err := e.follow(f, n, dir, *live); err != nil {
+	if err := e.follow(f, r, n, dir, *live); err != nil {
 		return err
 	}
 	if err := n.close(); err != nil {
@@ -80,29 +74,35 @@ func cmdClone(e *env, args []string) error {
 	return f.Close()
 }
 
-// follow waits until f holds every block of the newest head a peer has
-// shown it, verifies it and reports; with live, it then goes on showing
-// progress until interrupted.
-func (e *env) follow(f *feed.Feed, n *network, dir string, live bool) error {
+// follow waits until a peer has told its head of the feed, f holds a head
+// at least as new, and every block of f's head is held; then it verifies
+// and reports. With live, it then goes on showing progress until
+// interrupted.
+func (e *env) follow(f *feed.Feed, r *swarm.Replicator, n *network, dir string, live bool) error {
 	p := newProgress(e.stderr)
 	defer p.done()
+	ctx, cancel := context.WithCancel(e.ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	updated := make(chan error, 1)
+	wg.Go(func() { updated <- r.Update(ctx) })
+	caughtUp := false
 	// The feed's events come for every block; a tick is plenty for a
 	// progress line, and the completion check below reads the feed anyway.
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	var connected time.Time
 	verified := false
 	for {
-		if connected.IsZero() && len(n.sw.Peers()) > 0 {
-			connected = time.Now()
-		}
 		h := f.Head()
 		have := f.Downloaded()
-		signed := len(h.Signature) > 0
+		signed := len(h.Signature) > 0 // an empty feed has no signed head
 		if signed {
 			p.update(have, h.Length, f.ByteLen(), false)
 		}
-		if !verified && signed && have == h.Length && !connected.IsZero() && time.Since(connected) >= headSettle {
+		if !verified && caughtUp && have == h.Length {
 			p.update(have, h.Length, f.ByteLen(), true)
 			if err := f.Verify(e.ctx); err != nil {
 				if errors.Is(err, feed.ErrCorrupt) {
@@ -127,12 +127,16 @@ func (e *env) follow(f *feed.Feed, n *network, dir string, live bool) error {
 			switch {
 			case live && verified:
 				return nil // the usual end of --live
-			case connected.IsZero():
+			case !n.metPeer():
 				return e.stopped(nil, "while looking for peers")
-			case !signed:
+			case !caughtUp && len(h.Signature) == 0:
 				return e.stopped(nil, "before a peer sent the feed's head")
 			}
 			return e.stopped(nil, fmt.Sprintf("with %d of %d blocks; run the same command again to resume", have, h.Length))
+		case err := <-updated:
+			// Update fails only when ctx ends, which the case above handles.
+			updated = nil
+			caughtUp = err == nil
 		case <-tick.C:
 		}
 	}

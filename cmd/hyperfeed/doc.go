@@ -79,12 +79,13 @@
 // earlier, interrupted clone, clone continues where that stopped. Progress
 // (blocks, bytes, rate and time left) is redrawn on one line when stderr is
 // a terminal, else printed as a plain line at most once a second and at the
-// end. Clone is done when it holds every block of the newest head a peer
-// has shown it after listening to a connected peer for a second: the
-// library does not say whether a peer's head was older, equal or not heard
-// yet. With --live, clone then keeps fetching new blocks until interrupted,
-// which ends it with status 0. An interrupted clone exits 130 (SIGINT) or
-// 143 (SIGTERM) and says how far it got.
+// end. Clone is done once a connected peer has told it the feed's head and
+// it holds every block of that head, or of a newer one it has received
+// meanwhile (a feed nothing was appended to yet is cloned too, with 0
+// blocks). So a clone run again on a complete replica first hears whether
+// the feed has grown. With --live, clone then keeps fetching new blocks
+// until interrupted, which ends it with status 0. An interrupted clone exits
+// 130 (SIGINT) or 143 (SIGTERM) and says how far it got.
 //
 // # Global flags
 //

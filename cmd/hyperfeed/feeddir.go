@@ -11,9 +11,10 @@ import (
 )
 
 // headerFile is the file that makes a directory a feed (package feed
-// documents its files). feed.Open creates a feed wherever it finds none, so
-// the commands that expect one look for this file first: a mistyped
-// directory must not quietly become a new, empty feed.
+// documents its files). Only create and clone look at it, to tell where a
+// new feed may go: feed.Open with MustExist tells a feed from no feed, but
+// not a directory holding someone's files from one where creating a feed
+// stopped before its header was written, which the library takes up again.
 const headerFile = "header"
 
 type dirState int
@@ -56,19 +57,11 @@ func inspectDir(dir string) (dirState, error) {
 	return dirOther, nil
 }
 
-// openFeed opens the feed that dir must already hold.
+// openFeed opens the feed that dir must already hold: a mistyped directory
+// must not quietly become a new, empty feed.
 func (e *env) openFeed(dir string, opts feed.Options) (*feed.Feed, error) {
-	st, err := inspectDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	switch st {
-	case dirMissing:
-		return nil, fmt.Errorf("%s: no such directory", dir)
-	case dirEmpty, dirOther:
-		return nil, fmt.Errorf("%s holds no feed (hyperfeed create makes one, hyperfeed clone copies one)", dir)
-	}
 	opts.Logger = e.log
+	opts.MustExist = true
 	f, err := feed.Open(dir, &opts)
 	return f, openError(dir, err)
 }
@@ -82,6 +75,16 @@ func openError(dir string, err error) error {
 		return fmt.Errorf("%s is in use by another process: a feed is open in one process at a time, so stop the share or clone using it first", dir)
 	case errors.Is(err, feed.ErrCorrupt):
 		return corruption(dir, err)
+	}
+	// Where no feed was found, or the path led nowhere, say what is there.
+	st, serr := os.Stat(dir)
+	switch {
+	case errors.Is(serr, fs.ErrNotExist):
+		return fmt.Errorf("%s: no such directory", dir)
+	case serr == nil && !st.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	case errors.Is(err, feed.ErrNotFound):
+		return fmt.Errorf("%s holds no feed (hyperfeed create makes one, hyperfeed clone copies one)", dir)
 	}
 	return err
 }

@@ -13,7 +13,9 @@ import (
 var errInUse = errors.New("in use")
 
 // identity returns this peer's key pair: the one kept in --key-file, or in
-// peer.key under the user's config directory, created on first use.
+// peer.key under the user's config directory, created on first use
+// (swarm.LoadOrCreateKeyPair makes the directory, and of two processes
+// creating the file at once, both get the one saved first).
 //
 // Two processes must not run with one identity: mDNS ignores announcements
 // carrying its own key (they are taken for its own echo), so a share and a
@@ -27,14 +29,12 @@ func (e *env) identity() (kp swarm.KeyPair, release func(), err error) {
 		if err != nil {
 			return kp, nil, fmt.Errorf("no config directory for the peer key (%v): give --key-file", err)
 		}
-		dir = filepath.Join(dir, "hyperfeed")
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return kp, nil, fmt.Errorf("peer key: %w", err)
-		}
-		path = filepath.Join(dir, "peer.key")
+		path = filepath.Join(dir, "hyperfeed", "peer.key")
 	}
-	// The lock is taken before the key is read, so that two processes
-	// starting at once do not both create (and one overwrite) the file.
+	kp, err = swarm.LoadOrCreateKeyPair(path)
+	if err != nil {
+		return kp, nil, fmt.Errorf("peer key: %w", err)
+	}
 	release, err = lockFile(path + ".lock")
 	if errors.Is(err, errInUse) {
 		level := e.log.Info
@@ -47,11 +47,6 @@ func (e *env) identity() (kp swarm.KeyPair, release func(), err error) {
 	}
 	if err != nil {
 		return kp, nil, fmt.Errorf("peer key: %w", err)
-	}
-	kp, err = swarm.LoadOrCreateKeyPair(path)
-	if err != nil {
-		release()
-		return kp, nil, err
 	}
 	return kp, release, nil
 }

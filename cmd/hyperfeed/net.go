@@ -1,10 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
-	"slices"
 	"sync"
-	"time"
+	"sync/atomic"
 
 	"github.com/hyperfeed/hyperfeed/swarm"
 )
@@ -13,8 +13,9 @@ import (
 // global flags.
 type network struct {
 	sw      *swarm.Swarm
-	release func() // the identity's lock
-	stop    chan struct{}
+	release func()      // the identity's lock
+	met     atomic.Bool // a peer has connected
+	stop    context.CancelFunc
 	wg      sync.WaitGroup
 	once    sync.Once
 	err     error
@@ -52,7 +53,11 @@ func (e *env) startNetwork() (*network, error) {
 		release()
 		return nil, err
 	}
-	n := &network{sw: sw, release: release, stop: make(chan struct{})}
+	ctx, stop := context.WithCancel(context.Background())
+	n := &network{sw: sw, release: release, stop: stop}
+	// Watch tells of the peers connected already, then of each change.
+	events := sw.Watch(ctx)
+	n.wg.Go(func() { n.watchPeers(e, events) })
 	for _, p := range e.g.peers {
 		// Connect, not Static discovery: its dial loop never gives up, so a
 		// peer started later than this process is still found.
@@ -62,7 +67,6 @@ func (e *env) startNetwork() (*network, error) {
 		}
 	}
 	e.log.Info("listening", "addr", sw.Addr(), "self", sw.Key())
-	n.wg.Go(func() { n.watchPeers(e) })
 	return n, nil
 }
 
@@ -74,38 +78,26 @@ func (n *network) warnIfAlone(e *env) {
 	}
 }
 
-// watchPeers logs peers coming and going. The swarm has no events for that,
-// so it looks once a second.
-func (n *network) watchPeers(e *env) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	var known []swarm.PeerKey
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
+// watchPeers logs peers coming and going, and notes the first.
+func (n *network) watchPeers(e *env, events <-chan swarm.PeerEvent) {
+	for ev := range events {
+		if ev.Up {
+			n.met.Store(true)
+			e.log.Info("peer connected", "peer", ev.Key, "addr", ev.Addr)
+		} else {
+			e.log.Info("peer gone", "peer", ev.Key, "addr", ev.Addr)
 		}
-		now := n.sw.Peers()
-		for _, p := range now {
-			if !slices.Contains(known, p) {
-				e.log.Info("peer connected", "peer", p)
-			}
-		}
-		for _, p := range known {
-			if !slices.Contains(now, p) {
-				e.log.Info("peer gone", "peer", p)
-			}
-		}
-		known = now
 	}
 }
+
+// metPeer reports whether a peer has connected since the network started.
+func (n *network) metPeer() bool { return n.met.Load() }
 
 // close disconnects from every peer; the feeds stay open. Calls after the
 // first return its result.
 func (n *network) close() error {
 	n.once.Do(func() {
-		close(n.stop)
+		n.stop()
 		n.wg.Wait()
 		n.err = n.sw.Close()
 		n.release()

@@ -64,6 +64,9 @@ func TestShareAndClone(t *testing.T) {
 	if want := fmt.Sprintf("cloned %s: 3000 blocks, ", c); !strings.HasPrefix(r.stdout, want) || !strings.HasSuffix(r.stdout, ", verified\n") {
 		t.Errorf("clone printed %q, want %q...verified", r.stdout, want)
 	}
+	if !strings.Contains(r.stderr, `msg="peer connected"`) {
+		t.Errorf("clone -v did not log its peer:\n%s", r.stderr)
+	}
 	if !strings.Contains(r.stderr, "running with a temporary one") {
 		t.Errorf("clone did not fall back to a temporary identity:\n%s", r.stderr)
 	}
@@ -228,6 +231,49 @@ func TestSecret(t *testing.T) {
 	}
 	oneLine(t, hfEnv(t, cfg, []string{"HYPERFEED_SECRET_FILE=" + filepath.Join(tmp, "none")}, "", append([]string{"share", w}, loopback...)...),
 		exitFailure, "network secret ($HYPERFEED_SECRET_FILE)")
+}
+
+// A feed nothing was appended to yet clones too: its peer's head, length 0,
+// is all there is to hold.
+func TestCloneEmptyFeed(t *testing.T) {
+	cfg, tmp := t.TempDir(), t.TempDir()
+	w, c := filepath.Join(tmp, "writer"), filepath.Join(tmp, "clone")
+	ok(t, cfg, "", "create", w)
+	_, key, addr := share(t, cfg, nil, w)
+	got := ok(t, cfg, "", append([]string{"clone", key, c, "--peer", addr}, loopback...)...)
+	if want := "cloned " + c + ": 0 blocks, 0 B, verified\n"; got != want {
+		t.Errorf("clone printed %q, want %q", got, want)
+	}
+	if in := info(t, cfg, c); in.Key != key || in.Writable || in.Length != 0 {
+		t.Errorf("clone info = %+v", in)
+	}
+}
+
+// A clone run again on a complete replica does not stop at what it holds:
+// it waits to hear the sharer's head, and fetches what was appended since.
+func TestCloneAgainCatchesUp(t *testing.T) {
+	cfg, tmp := t.TempDir(), t.TempDir()
+	w, c := filepath.Join(tmp, "writer"), filepath.Join(tmp, "clone")
+	ok(t, cfg, "", "create", w)
+	sh, key, addr := share(t, cfg, nil, w, "--append", "-v")
+	if _, err := sh.stdin.Write([]byte("one\ntwo\n")); err != nil {
+		t.Fatal(err)
+	}
+	sh.expect(sh.stderr, `msg=appended length=2$`)
+	args := append([]string{"clone", key, c, "--peer", addr}, loopback...)
+	if got := ok(t, cfg, "", args...); !strings.HasPrefix(got, "cloned "+c+": 2 blocks, ") {
+		t.Fatalf("first clone printed %q", got)
+	}
+	if _, err := sh.stdin.Write([]byte("three\n")); err != nil {
+		t.Fatal(err)
+	}
+	sh.expect(sh.stderr, `msg=appended length=3$`)
+	if got := ok(t, cfg, "", args...); !strings.HasPrefix(got, "cloned "+c+": 3 blocks, ") {
+		t.Errorf("clone run again printed %q, want the 3 blocks the sharer has", got)
+	}
+	if got := ok(t, cfg, "", "cat", c); got != "one\ntwo\nthree\n" {
+		t.Errorf("the clone holds %q", got)
+	}
 }
 
 // An interrupted clone that never found a peer says so.

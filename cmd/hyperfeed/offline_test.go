@@ -216,3 +216,21 @@ func TestHelp(t *testing.T) {
 		t.Errorf("no arguments: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// A directory where creating a feed stopped before its header was written
+// holds no feed: the commands that need one say so, and create or clone may
+// take it up.
+func TestUnfinishedFeed(t *testing.T) {
+	cfg, dir := t.TempDir(), filepath.Join(t.TempDir(), "half")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "header"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	oneLine(t, hf(t, cfg, "", "info", dir), exitFailure, dir+" holds no feed")
+	ok(t, cfg, "", "create", dir)
+	if got := ok(t, cfg, "x\n", "append", dir); got != "1\n" {
+		t.Errorf("append printed %q", got)
+	}
+}
