@@ -33,7 +33,7 @@
 //
 //	1 Certificate  identity, device, peer, alias, device name, claimed,
 //	               created, signature
-//	2 Login        alias, ip, port, started, metadata
+//	2 Login        alias, ip, port, started, metadata, swarm
 //	3 Logout       at
 //	4 Unregister   identity, alias, at, signature
 //
@@ -47,7 +47,11 @@
 // A Login starts a session: the alias (the certificate's), an IP address in
 // canonical text form (no zone, not unspecified), a port from 1 to 65535,
 // the start time, and up to 32 metadata pairs (keys of 1 to 64 bytes,
-// values up to 1 KiB, all UTF-8). A Logout ends it. Neither carries a
+// values up to 1 KiB, all UTF-8), and the device's swarm address (ip:port
+// in the same canonical form, or empty; a Login written before this field
+// existed decodes with it empty), which other nodes dial to keep a full
+// mesh, since presence comes from direct connections. A Logout ends it.
+// Neither carries a
 // signature of its own: the device feed is signed.
 //
 // An Unregister is the identity's signed tombstone for an alias. It counts
