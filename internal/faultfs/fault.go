@@ -189,7 +189,9 @@ func (w *FS) decide(c Call) error {
 	return err
 }
 
-func pathErr(c Call, err error) error { return &fs.PathError{Op: c.Op.String(), Path: c.Path, Err: err} }
+func pathErr(c Call, err error) error {
+	return &fs.PathError{Op: c.Op.String(), Path: c.Path, Err: err}
+}
 
 // MkdirAll calls the base's, unless the rule fails it.
 func (w *FS) MkdirAll(dir string, perm os.FileMode) error {

@@ -150,6 +150,16 @@ func TestMemCrashOrdered(t *testing.T) {
 	require.Len(t, contents(t, m.CrashOrdered(rng), "/f"), 10)
 }
 
+func TestMemNoCrash(t *testing.T) {
+	m := NewMem()
+	f := create(t, m, "/f")
+	write(t, f, 0, []byte("kept"))
+	m.SetNoCrash()
+	write(t, f, 4, []byte(" and more"))
+	require.Equal(t, "kept and more", string(contents(t, m.Snapshot(), "/f")))
+	require.Panics(t, func() { m.Crash(nil, 0) })
+}
+
 func TestMemPowerOff(t *testing.T) {
 	m := NewMem()
 	f := create(t, m, "/f")

@@ -51,6 +51,18 @@ func TestConformance(t *testing.T) {
 	}
 }
 
+func TestSent(t *testing.T) {
+	n := New(Config{})
+	a, b := connPair(t, n)
+	defer a.Close()
+	defer b.Close()
+	go a.Write(make([]byte, 300))
+	_, err := io.ReadFull(b, make([]byte, 300))
+	require.NoError(t, err)
+	require.Equal(t, int64(300), n.Sent("10.0.0.1"))
+	require.Zero(t, n.Sent("10.0.0.2"))
+}
+
 func TestCloseGivesEOFAfterData(t *testing.T) {
 	n := New(Config{})
 	a, b := connPair(t, n)

@@ -1,5 +1,3 @@
-//go:build torture
-
 // Package torture holds no code of its own: its tests put feeds and swarms
 // through faults, fuzzing and load, and assert what must survive them.
 //

@@ -1,5 +1,3 @@
-//go:build torture
-
 package torture
 
 import (
@@ -102,7 +100,7 @@ func TestForkWhileDownloading(t *testing.T) {
 	require.NoError(t, w.Truncate(n-cut))
 	_, err = w.Append(blocksFor(1, n-cut, more)...)
 	require.NoError(t, err)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(scale.stallWait)
 	for !converged(w, r) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond) // polling with a deadline
 	}
@@ -111,6 +109,7 @@ func TestForkWhileDownloading(t *testing.T) {
 		before := mn.Sent("10.0.0.2")
 		start := time.Now()
 		waitUntil(t, 5*time.Second, "a second to pass", func() bool { return time.Since(start) >= time.Second })
+		// (a measurement window, not a synchronisation)
 		rate := float64(mn.Sent("10.0.0.2")-before) / time.Since(start).Seconds()
 		p, data, perr := w.Prove(r.UpgradeRequest())
 		aerr := fmt.Errorf("no proof: %w", perr)
@@ -188,7 +187,7 @@ func TestNewForkHoldingsKept(t *testing.T) {
 	require.NoError(t, p.send(
 		&wire.Sync{Channel: ch, Fork: 1, Length: keep + 10}, &wire.Range{Channel: ch, Start: keep, Length: 10},
 		&wire.Sync{Channel: ch, Fork: 1, Length: keep + 20}, &wire.Range{Channel: ch, Start: keep + 10, Length: 10}))
-	deadline := time.NewTimer(3 * time.Second)
+	deadline := time.NewTimer(scale.stallWait)
 	defer deadline.Stop()
 	for !converged(w, r) {
 		select {

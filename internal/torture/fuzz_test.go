@@ -1,5 +1,3 @@
-//go:build torture
-
 package torture
 
 import (
@@ -196,21 +194,26 @@ func FuzzHandshake(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The bytes, then the end of the stream: the handshake fails at
+		// once rather than waiting for more.
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			theirs.Write(in)
-			io.Copy(io.Discard, theirs) // until our side closes
+			theirs.Close()
 		})
 		cfg := noiseconn.Config{KeyPair: kp}
 		if withSecret {
 			cfg.Secret = secret
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		c, err := noiseconn.Handshake(ctx, ours, initiator, cfg)
 		if err == nil {
 			c.Close()
 			t.Fatalf("a handshake completed with a peer of arbitrary bytes")
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the handshake hung on a stream that had ended: %v", err)
 		}
 		ours.Close()
 		theirs.Close()
@@ -312,47 +315,75 @@ func FuzzSession(f *testing.F) {
 		s := sr.s
 		defer s.Close()
 		s.Replicate(rr)
-		// Read (and drop) what the session says, so that it never blocks.
+		// Read what the session says, so that it never blocks, until the
+		// Pong to the last Ping (or the end).
+		pong := make(chan struct{})
 		var wg sync.WaitGroup
 		defer wg.Wait()
 		defer nc.Close()
-		wg.Go(func() { io.Copy(io.Discard, nc) })
+		wg.Go(func() {
+			defer io.Copy(io.Discard, nc)
+			rd := wire.NewReader(nc)
+			for {
+				m, err := rd.Read()
+				if err != nil {
+					return
+				}
+				if p, ok := m.(*wire.Pong); ok && p.Nonce == 0x5eed {
+					close(pong)
+					return
+				}
+			}
+		})
 
 		// Frame by frame (u32le length ‖ type ‖ body): an Open for the
 		// writer's feed with a zero capability gets the right one; the rest
 		// goes as it is, and from the first frame that does not parse, raw.
 		var out bytes.Buffer
+		raw := false
 		for rest := in; len(rest) > 0; {
-			if len(rest) < 4 {
-				out.Write(rest)
-				break
+			if n := uint64(0); len(rest) >= 4 {
+				n = uint64(binary.LittleEndian.Uint32(rest))
+				if n > 0 && n <= uint64(len(rest)-4) {
+					frame := rest[:4+n]
+					rest = rest[4+n:]
+					msg, err := wire.NewReader(bytes.NewReader(frame)).Read()
+					if o, ok := msg.(*wire.Open); err == nil && ok && bytes.Equal(o.DiscoveryKey, dk[:]) && bytes.Equal(o.Capability, make([]byte, 32)) {
+						o.Capability = capabilityFor(nc.ChannelBinding(), true, sw.w.Key())
+						frame = encode(o)
+					}
+					out.Write(frame)
+					continue
+				}
 			}
-			n := binary.LittleEndian.Uint32(rest)
-			if n == 0 || uint64(n) > uint64(len(rest)-4) {
-				out.Write(rest)
-				break
-			}
-			frame := rest[:4+n]
-			rest = rest[4+n:]
-			msg, err := wire.NewReader(bytes.NewReader(frame)).Read()
-			if o, ok := msg.(*wire.Open); err == nil && ok && bytes.Equal(o.DiscoveryKey, dk[:]) && bytes.Equal(o.Capability, make([]byte, 32)) {
-				o.Capability = capabilityFor(nc.ChannelBinding(), true, sw.w.Key())
-				frame = encode(o)
-			}
-			out.Write(frame)
+			out.Write(rest)
+			raw = true
+			break
 		}
-		out.Write(encode(&wire.Ping{Nonce: 0x5eed}))
-		go nc.Write(out.Bytes())
-		// Either the session ends, or it handles everything (the Ping) and
-		// goes quiet: give it a moment either way.
-		timer := time.NewTimer(50 * time.Millisecond)
+		if !raw {
+			// A Ping last: its Pong says the session handled everything.
+			out.Write(encode(&wire.Ping{Nonce: 0x5eed}))
+		}
+		wrote := make(chan struct{})
+		go func() {
+			defer close(wrote)
+			nc.Write(out.Bytes())
+			if raw {
+				nc.Close() // a frame cut short: the stream ends there
+			}
+		}()
+		timer := time.NewTimer(2 * time.Second)
 		defer timer.Stop()
 		select {
 		case <-s.Done():
+		case <-pong:
 		case <-timer.C:
+			t.Fatalf("the session neither answered nor ended in 2 s")
 		}
 		s.Close()
 		<-s.Done()
+		nc.Close()
+		<-wrote
 		if err := r.Verify(context.Background()); err != nil {
 			t.Fatalf("the replica fails Verify: %v", err)
 		}

@@ -1,5 +1,3 @@
-//go:build torture
-
 package torture
 
 import (
@@ -39,6 +37,10 @@ type scales struct {
 	fanoutBlocks  int // blocks of that writer's feed
 	floodRequests int // requests a flooding peer sends
 	openFlood     int // channels an opening peer opens
+	crashSeeds    int // crashes of each state in the focused power-loss tests
+	// stallWait is how long a test waits for progress before it calls a
+	// replica stalled (and reports the bug that stalls it).
+	stallWait time.Duration
 }
 
 func TestMain(m *testing.M) {

@@ -1,5 +1,3 @@
-//go:build torture
-
 package torture
 
 import (
@@ -28,9 +26,8 @@ type peer struct {
 	wmu sync.Mutex
 	w   *wire.Writer
 
-	in      chan wire.Message // what the honest side sends; closed when reading fails
-	rerr    error             // why reading stopped; written before in is closed
-	reading bool              // a goroutine reads the honest side (else nobody does)
+	in   chan wire.Message // what the honest side sends; closed when reading fails
+	rerr error             // why reading stopped; written before in is closed
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -45,7 +42,7 @@ func dialPeer(t testing.TB, conn net.Conn, read bool) *peer {
 	defer cancel()
 	nc, err := noiseconn.Handshake(ctx, conn, true, noiseconn.Config{KeyPair: kp})
 	require.NoError(t, err)
-	p := &peer{nc: nc, key: kp, w: wire.NewWriter(nc), in: make(chan wire.Message, 4096), stop: make(chan struct{}), reading: read}
+	p := &peer{nc: nc, key: kp, w: wire.NewWriter(nc), in: make(chan wire.Message, 4096), stop: make(chan struct{})}
 	t.Cleanup(p.close)
 	if read {
 		p.wg.Go(p.readLoop)

@@ -2,6 +2,8 @@
 
 package torture
 
+import "time"
+
 // The long run: go test -tags torture ./internal/torture/...
 var scale = scales{
 	long:          true,
@@ -19,4 +21,6 @@ var scale = scales{
 	fanoutBlocks:  50_000,
 	floodRequests: 200_000,
 	openFlood:     5000,
+	crashSeeds:    32,
+	stallWait:     10 * time.Second,
 }

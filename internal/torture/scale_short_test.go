@@ -1,12 +1,14 @@
-//go:build ignore
+//go:build !torture
 
 package torture
+
+import "time"
 
 // The short run, inside go test ./...: every test, a few trials each.
 var scale = scales{
 	killTrials:    12,
 	killReplica:   8,
-	powerTrials:   60,
+	powerTrials:   30,
 	replicaPower:  30,
 	faultBlocks:   12,
 	netReplicas:   3,
@@ -18,4 +20,6 @@ var scale = scales{
 	fanoutBlocks:  2000,
 	floodRequests: 20_000,
 	openFlood:     2000,
+	crashSeeds:    8,
+	stallWait:     2 * time.Second,
 }
