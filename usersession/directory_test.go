@@ -82,7 +82,7 @@ func (td *testDevice) token(login uint64, issued, expires int64) string {
 }
 
 // sync applies the blocks of each device that d has not applied yet.
-func sync(t testing.TB, d *Directory, devs ...*testDevice) {
+func applyAll(t testing.TB, d *Directory, devs ...*testDevice) {
 	t.Helper()
 	for _, td := range devs {
 		for i := d.Next(td.key); i < uint64(len(td.blocks)); i++ {
@@ -100,7 +100,7 @@ func TestDirectoryShowsASession(t *testing.T) {
 	dev := newTestDevice(t, 1).certify(alice, "Alice", ms(0))
 	d := NewDirectory(0)
 
-	sync(t, d, dev)
+	applyAll(t, d, dev)
 	got, err := d.Find("alice")
 	require.NoError(t, err)
 	require.Equal(t, UserSession{
@@ -108,7 +108,7 @@ func TestDirectoryShowsASession(t *testing.T) {
 	}, got, "certified, never logged in: listed without an address")
 
 	dev.login(ms(time.Minute))
-	sync(t, d, dev)
+	applyAll(t, d, dev)
 	d.SetPresence(dev.key, true, t0.Add(2*time.Minute))
 	want := UserSession{
 		Alias: "alice", IP: "192.0.2.1", Port: 4001,
@@ -189,7 +189,7 @@ func TestDeviceWithoutValidCertificateIsIgnored(t *testing.T) {
 	}
 	for name, c := range cases {
 		d := NewDirectory(0)
-		sync(t, d, good)
+		applyAll(t, d, good)
 		_, dev := testDeviceKey(9)
 		err := d.Apply(dev, 0, c.block)
 		require.ErrorIs(t, err, ErrBadCertificate, name)
@@ -215,7 +215,7 @@ func TestBadEntriesAreSkipped(t *testing.T) {
 	dev := newTestDevice(t, 1).certify(alice, "alice", ms(0))
 	other := newTestDevice(t, 2).certify(bob, "bob", ms(0))
 	d := NewDirectory(0)
-	sync(t, d, dev, other)
+	applyAll(t, d, dev, other)
 
 	apply := func(b []byte) error {
 		dev.blocks = append(dev.blocks, b)
@@ -242,7 +242,7 @@ func TestBadEntriesAreSkipped(t *testing.T) {
 	_, ok := d.Owner("bob")
 	require.True(t, ok)
 	dev.login(ms(time.Second))
-	sync(t, d, dev)
+	applyAll(t, d, dev)
 	got, err := d.Find("alice")
 	require.NoError(t, err)
 	require.Equal(t, "192.0.2.1", got.IP)
@@ -255,17 +255,17 @@ func TestLoggedInIsLastLoginAfterLastLogout(t *testing.T) {
 	d.SetPresence(dev.key, true, t0)
 
 	dev.logout(ms(0)) // a logout with no session is harmless
-	sync(t, d, dev)
+	applyAll(t, d, dev)
 	require.ErrorIs(t, d.SessionValid(dev.key), ErrNotLoggedIn)
 
 	dev.login(ms(time.Second))
-	sync(t, d, dev)
+	applyAll(t, d, dev)
 	require.NoError(t, d.SessionValid(dev.key))
 	got, _ := d.Find("alice")
 	require.True(t, got.Online)
 
 	dev.logout(ms(2 * time.Second))
-	sync(t, d, dev)
+	applyAll(t, d, dev)
 	require.ErrorIs(t, d.SessionValid(dev.key), ErrNotLoggedIn)
 	got, err := d.Find("alice")
 	require.NoError(t, err)
@@ -275,7 +275,7 @@ func TestLoggedInIsLastLoginAfterLastLogout(t *testing.T) {
 
 	// Timestamps do not order sessions; the feed does.
 	dev.login(ms(-time.Hour))
-	sync(t, d, dev)
+	applyAll(t, d, dev)
 	got, _ = d.Find("alice")
 	require.True(t, got.Online)
 	require.Equal(t, t0.Add(-time.Hour), got.Started)
@@ -289,11 +289,11 @@ func TestAliasGoesToEarliestClaim(t *testing.T) {
 	earlyDev.login(ms(time.Hour))
 
 	d := NewDirectory(0)
-	sync(t, d, lateDev)
+	applyAll(t, d, lateDev)
 	owner, _ := d.Owner("bob")
 	require.Equal(t, late.Key(), owner, "alone, the late claim owns the alias")
 
-	sync(t, d, earlyDev)
+	applyAll(t, d, earlyDev)
 	owner, _ = d.Owner("bob")
 	require.Equal(t, early.Key(), owner)
 	loser := "bob~" + late.Key().String()[:8]
@@ -326,7 +326,7 @@ func TestAliasTieGoesToSmallerIdentityKey(t *testing.T) {
 		small, large = b, a
 	}
 	d := NewDirectory(0)
-	sync(t, d, newTestDevice(t, 1).certify(large, "bob", ms(0)), newTestDevice(t, 2).certify(small, "bob", ms(0)))
+	applyAll(t, d, newTestDevice(t, 1).certify(large, "bob", ms(0)), newTestDevice(t, 2).certify(small, "bob", ms(0)))
 	owner, _ := d.Owner("bob")
 	require.Equal(t, small.Key(), owner)
 	_, ok := d.Owner("bob~" + large.Key().String()[:8])
@@ -336,7 +336,7 @@ func TestAliasTieGoesToSmallerIdentityKey(t *testing.T) {
 func TestAliasClaimIsTheIdentitysEarliest(t *testing.T) {
 	a, b := testIdentity(1), testIdentity(2)
 	d := NewDirectory(0)
-	sync(t, d,
+	applyAll(t, d,
 		newTestDevice(t, 1).certify(a, "bob", ms(10*time.Second)),
 		newTestDevice(t, 2).certify(b, "bob", ms(5*time.Second)),
 		newTestDevice(t, 3).certify(a, "bob", ms(time.Second)))
@@ -373,7 +373,7 @@ func TestUnregister(t *testing.T) {
 	rivalDev.login(ms(time.Hour))
 	tok := ownerDev.token(login, ms(time.Minute), ms(24*time.Hour))
 	d := NewDirectory(0)
-	sync(t, d, ownerDev, ownerPhone, rivalDev)
+	applyAll(t, d, ownerDev, ownerPhone, rivalDev)
 	for _, dev := range []*testDevice{ownerDev, ownerPhone, rivalDev} {
 		d.SetPresence(dev.key, true, t0)
 	}
@@ -382,7 +382,7 @@ func TestUnregister(t *testing.T) {
 
 	// An unregister on the phone retires both of the owner's devices.
 	ownerPhone.unregister(owner, "bob", ms(0)) // at == claimed: retired
-	sync(t, d, ownerPhone)
+	applyAll(t, d, ownerPhone)
 	got, _ := d.Owner("bob")
 	require.Equal(t, rival.Key(), got, "the alias is free, and the rival has it")
 	require.Len(t, d.Users(), 1)
@@ -396,7 +396,7 @@ func TestUnregister(t *testing.T) {
 	// The owner claims it again on a new device: a claim after the
 	// tombstone stands, and now comes after the rival's.
 	again := newTestDevice(t, 4).certify(owner, "bob", ms(2*time.Hour))
-	sync(t, d, again)
+	applyAll(t, d, again)
 	got, _ = d.Owner("bob")
 	require.Equal(t, rival.Key(), got)
 	got, ok := d.Owner("bob~" + owner.Key().String()[:8])
@@ -406,7 +406,7 @@ func TestUnregister(t *testing.T) {
 
 	// A claim made before the tombstone but seen only now is retired too.
 	late := newTestDevice(t, 5).certify(owner, "bob", ms(-time.Second))
-	sync(t, d, late)
+	applyAll(t, d, late)
 	_, err = d.Session(late.key)
 	require.ErrorIs(t, err, ErrUnregistered)
 
@@ -416,7 +416,7 @@ func TestUnregister(t *testing.T) {
 	require.Equal(t, owner.Key(), got)
 	_, err = d.VerifyToken(tok, t0.Add(time.Hour))
 	require.NoError(t, err)
-	sync(t, d, ownerPhone)
+	applyAll(t, d, ownerPhone)
 	got, _ = d.Owner("bob")
 	require.Equal(t, rival.Key(), got)
 }
@@ -428,7 +428,7 @@ func TestUnregisterOnlyCoversItsAliasAndIdentity(t *testing.T) {
 	bBob := newTestDevice(t, 3).certify(b, "bob", ms(time.Hour))
 	aBob.unregister(a, "rob", ms(time.Hour))
 	d := NewDirectory(0)
-	sync(t, d, aBob, aRob, bBob)
+	applyAll(t, d, aBob, aRob, bBob)
 	owner, _ := d.Owner("bob")
 	require.Equal(t, a.Key(), owner)
 	_, ok := d.Owner("rob")
@@ -454,7 +454,7 @@ func TestSessionLimit(t *testing.T) {
 		lo, hi = hi, lo
 	}
 	d := NewDirectory(3)
-	sync(t, d, devs...)
+	applyAll(t, d, devs...)
 	for _, dev := range devs[:4] {
 		d.SetPresence(dev.key, true, t0.Add(time.Minute))
 	}
@@ -494,7 +494,7 @@ func TestSessionLimit(t *testing.T) {
 	require.ErrorIs(t, d.SessionValid(hi.key), ErrSessionLimit)
 	require.NoError(t, d.SessionValid(lo.key))
 	devs[0].logout(ms(time.Minute))
-	sync(t, d, devs[0])
+	applyAll(t, d, devs[0])
 	require.NoError(t, d.SessionValid(hi.key))
 	require.ErrorIs(t, d.SessionValid(devs[3].key), ErrSessionLimit)
 
@@ -512,7 +512,7 @@ func TestSessionLimitIsPerIdentity(t *testing.T) {
 	aBob.login(ms(1 * time.Second))
 	aRob.login(ms(2 * time.Second))
 	bAmy.login(ms(3 * time.Second))
-	sync(t, d, aBob, aRob, bAmy)
+	applyAll(t, d, aBob, aRob, bAmy)
 	for _, dev := range []*testDevice{aBob, aRob, bAmy} {
 		d.SetPresence(dev.key, true, t0)
 	}
@@ -534,7 +534,7 @@ func TestDefaultSessionLimit(t *testing.T) {
 			dev := newTestDevice(t, byte(i+1)).certify(id, "bob", ms(0))
 			dev.login(ms(time.Duration(i) * time.Second))
 			devs = append(devs, dev)
-			sync(t, d, dev)
+			applyAll(t, d, dev)
 			d.SetPresence(dev.key, true, t0)
 		}
 		for _, dev := range devs[:DefaultMaxSessions] {
@@ -553,7 +553,7 @@ func TestPrimaryDevice(t *testing.T) {
 	b.login(ms(2 * time.Minute))
 	c.login(ms(3 * time.Minute))
 	d := NewDirectory(0)
-	sync(t, d, a, b, c)
+	applyAll(t, d, a, b, c)
 	primary := func() DeviceKey {
 		t.Helper()
 		s, err := d.Find("bob")
@@ -592,11 +592,11 @@ func TestPrimaryDevice(t *testing.T) {
 
 	// Logged-out devices come last, the most recently seen first.
 	a.logout(ms(time.Hour))
-	sync(t, d, a)
+	applyAll(t, d, a)
 	require.Equal(t, []DeviceKey{b.key, c.key, a.key}, order())
 	b.logout(ms(time.Hour))
 	c.logout(ms(time.Hour))
-	sync(t, d, b, c)
+	applyAll(t, d, b, c)
 	require.Equal(t, []DeviceKey{a.key, b.key, c.key}, order())
 	s, _ = d.Find("bob")
 	require.Empty(t, s.IP)
@@ -610,7 +610,7 @@ func TestPrimaryDeviceTie(t *testing.T) {
 	a.login(ms(time.Minute))
 	b.login(ms(time.Minute))
 	d := NewDirectory(0)
-	sync(t, d, a, b)
+	applyAll(t, d, a, b)
 	d.SetPresence(a.key, true, t0)
 	d.SetPresence(b.key, true, t0)
 	small := a.key
@@ -626,7 +626,7 @@ func TestReset(t *testing.T) {
 	dev := newTestDevice(t, 1).certify(testIdentity(1), "bob", ms(0))
 	dev.login(ms(0))
 	d := NewDirectory(0)
-	sync(t, d, dev)
+	applyAll(t, d, dev)
 	d.SetPresence(dev.key, true, t0)
 	require.Equal(t, uint64(2), d.Next(dev.key))
 
@@ -639,7 +639,7 @@ func TestReset(t *testing.T) {
 	// The truncated feed grows another history; presence was kept.
 	dev.blocks = dev.blocks[:1]
 	dev.login(ms(time.Hour))
-	sync(t, d, dev)
+	applyAll(t, d, dev)
 	s, err := d.Find("bob")
 	require.NoError(t, err)
 	require.True(t, s.Online)
@@ -652,7 +652,7 @@ func TestReset(t *testing.T) {
 	dev9 := &testDevice{t: t, n: 9, key: other}
 	dev9.sk, _ = testDeviceKey(9)
 	dev9.certify(testIdentity(2), "amy", ms(0))
-	sync(t, d, dev9)
+	applyAll(t, d, dev9)
 	_, err = d.Find("amy")
 	require.NoError(t, err)
 }
@@ -662,7 +662,7 @@ func TestVerifyToken(t *testing.T) {
 	dev := newTestDevice(t, 1).certify(bob, "bob", ms(0))
 	first := dev.login(ms(0))
 	d := NewDirectory(0)
-	sync(t, d, dev)
+	applyAll(t, d, dev)
 	now := t0.Add(time.Minute)
 
 	valid := dev.token(first, ms(0), ms(time.Hour))
@@ -707,24 +707,24 @@ func TestVerifyToken(t *testing.T) {
 
 	// A new login without a logout (a new address) keeps old tokens.
 	second := dev.login(ms(30 * time.Second))
-	sync(t, d, dev)
+	applyAll(t, d, dev)
 	check(valid, now, nil)
 	check(dev.token(second, ms(0), ms(time.Hour)), now, nil)
 
 	// A logout revokes them all, and a later login's tokens are new.
 	logout := dev.logout(ms(40 * time.Second))
-	sync(t, d, dev)
+	applyAll(t, d, dev)
 	check(valid, now, ErrTokenRevoked)
 	check(dev.token(second, ms(0), ms(time.Hour)), now, ErrTokenRevoked)
 	check(dev.token(logout, ms(0), ms(time.Hour)), now, ErrTokenInvalid)
 	third := dev.login(ms(50 * time.Second))
-	sync(t, d, dev)
+	applyAll(t, d, dev)
 	check(valid, now, ErrTokenRevoked)
 	check(dev.token(third, ms(0), ms(time.Hour)), now, nil)
 
 	// Unregistering the alias revokes them too.
 	dev.unregister(bob, "bob", ms(0))
-	sync(t, d, dev)
+	applyAll(t, d, dev)
 	check(dev.token(third, ms(0), ms(time.Hour)), now, ErrTokenRevoked)
 }
 
@@ -732,7 +732,7 @@ func TestReturnedValuesAreCopies(t *testing.T) {
 	dev := newTestDevice(t, 1).certify(testIdentity(1), "bob", ms(0))
 	dev.login(ms(0))
 	d := NewDirectory(0)
-	sync(t, d, dev)
+	applyAll(t, d, dev)
 
 	users := d.Users()
 	users["bob"].Metadata["device"] = "changed"
@@ -777,7 +777,7 @@ func TestSameFeedsSameDirectory(t *testing.T) {
 		}
 	}
 	reference := NewDirectory(2)
-	sync(t, reference, devs...)
+	applyAll(t, reference, devs...)
 	presence(reference)
 
 	rng := rand.New(rand.NewPCG(1, 2))

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	stdsync "sync" // directory_test.go declares a func sync
+	"sync"
 	"time"
 )
 
@@ -97,7 +97,7 @@ func sameSession(a, b UserSession) bool {
 // that delivers them, so that a slow reader holds up nobody and loses
 // nothing.
 type watcher struct {
-	mu    stdsync.Mutex
+	mu    sync.Mutex
 	queue []Event
 	kick  chan struct{} // events were queued
 }

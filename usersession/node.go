@@ -15,7 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	stdsync "sync" // directory_test.go declares a func sync
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -140,19 +140,19 @@ type Node struct {
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
-	wg     stdsync.WaitGroup // the loop and the watchers
-	kick   chan struct{}     // something is pending for the loop
+	wg     sync.WaitGroup // the loop and the watchers
+	kick   chan struct{}  // something is pending for the loop
 
 	// appendMu orders the node's own appends (start, Logout, Unregister).
-	appendMu stdsync.Mutex
+	appendMu sync.Mutex
 
 	// What callbacks on other goroutines (feed events, extension
 	// handlers) report, for the loop. They take only pendMu, never mu, so
 	// that no swarm or feed goroutine ever waits for the directory.
-	pendMu stdsync.Mutex
+	pendMu sync.Mutex
 	pend   pending
 
-	mu       stdsync.Mutex
+	mu       sync.Mutex
 	closed   bool
 	dir      *Directory
 	devices  map[DeviceKey]*deviceFeed

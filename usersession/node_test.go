@@ -12,7 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	stdsync "sync"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -239,8 +239,8 @@ type cutProxy struct {
 	ln     net.Listener
 	target string
 	cut    atomic.Bool
-	wg     stdsync.WaitGroup
-	mu     stdsync.Mutex
+	wg     sync.WaitGroup
+	mu     sync.Mutex
 	conns  []net.Conn
 }
 
