@@ -3,12 +3,16 @@ package swarm
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -1544,4 +1548,408 @@ func TestManyFeedsSwarmStore(t *testing.T) {
 	}
 	require.Len(t, wsw.Peers(), 1)
 	require.Len(t, rsw.Peers(), 1)
+}
+
+// quiet shows that the honest side asks the attacker nothing more: two
+// round trips bring no Request. One is not enough: the honest side answers
+// a Ping before it makes the requests that the messages handled with it
+// call for, so those come before the second Pong.
+func (h *hostile) quiet(t testing.TB, nonce uint64) {
+	t.Helper()
+	for _, n := range []uint64{nonce, nonce + 1} {
+		require.NoError(t, h.send(&wire.Ping{Nonce: n}))
+		h.until(t, "the Pong", func(m wire.Message) bool {
+			if q, ok := m.(*wire.Request); ok {
+				t.Fatalf("the honest side asked again: request %d (upgrade %v)", q.ID, q.Upgrade)
+			}
+			p, ok := m.(*wire.Pong)
+			return ok && p.Nonce == n
+		})
+	}
+}
+
+// isRequest matches the honest side's Requests.
+func isRequest(m wire.Message) bool { _, ok := m.(*wire.Request); return ok }
+
+// TestHostileUnprovenHeads announces heads longer than the writer's and,
+// asked for each, fails to prove it: each head is asked for once, and
+// maxUnproven of them in a row end the session with ErrUnproven. A block
+// in the answer to an upgrade request ends it at once with ErrProtocol.
+func TestHostileUnprovenHeads(t *testing.T) {
+	const n = 100
+	_, sk, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name string
+		// reply answers an upgrade request; old is the writer's proof of
+		// its head at 50 blocks, with block 0.
+		reply func(q *wire.Request, old *wire.Data) wire.Message
+		want  error
+	}{
+		{name: "NoData", want: ErrUnproven, reply: func(q *wire.Request, _ *wire.Data) wire.Message {
+			return &wire.NoData{Channel: 7, ID: q.ID}
+		}},
+		{name: "an old head", want: ErrUnproven, reply: func(q *wire.Request, old *wire.Data) wire.Message {
+			d := *old
+			d.ID, d.Block = q.ID, nil
+			return &d
+		}},
+		{name: "an old head and a block", want: ErrProtocol, reply: func(q *wire.Request, old *wire.Data) wire.Message {
+			d := *old
+			d.ID = q.ID
+			return &d
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			short := openTestFeed(t, &feed.Options{SecretKey: sk})
+			appendBlocks(t, short, 0, 50)
+			ps, ds, err := short.Prove(feed.Request{Upgrade: true, Block: &feed.BlockRequest{Index: 0, Nodes: 64}})
+			require.NoError(t, err)
+			old := wire.DataFrom(7, 0, ps, ds)
+			w := openTestFeed(t, &feed.Options{SecretKey: sk})
+			appendBlocks(t, w, 0, n)
+			r := openTestFeed(t, &feed.Options{Key: w.Key()})
+			p, data, err := w.Prove(r.UpgradeRequest())
+			require.NoError(t, err)
+			require.NoError(t, r.ApplyProof(p, data))
+
+			honest, h := newHostile(t, SessionConfig{}, readAll)
+			honest.Replicate(replicator(t, r))
+			h.awaitOpen(t, w)
+			require.NoError(t, h.open(7, w, 0, n+50, false))
+			for k := range uint64(maxUnproven) {
+				q := h.until(t, "an upgrade request", isRequest).(*wire.Request)
+				require.True(t, q.Upgrade)
+				require.Nil(t, q.Block)
+				require.Equal(t, uint64(n), q.Length)
+				require.NoError(t, h.send(tc.reply(q, old)))
+				if tc.want == ErrProtocol || k == maxUnproven-1 {
+					break
+				}
+				h.quiet(t, 10*k)
+				require.NoError(t, h.send(&wire.Sync{Channel: 7, Length: n + 51 + k}))
+			}
+			err = waitEnd(t, honest)
+			require.ErrorIs(t, err, tc.want)
+			t.Logf("the honest session ended: %v", err)
+			require.Equal(t, w.Head(), r.Head())
+		})
+	}
+}
+
+// TestHostileUnprovenForgiven is a peer that claims heads it cannot prove
+// from this side's length, as a sparse replica may, but that this side
+// then gets from elsewhere: the claims were true, and do not count
+// against the peer.
+func TestHostileUnprovenForgiven(t *testing.T) {
+	const n = 100
+	w := openTestFeed(t, nil)
+	appendBlocks(t, w, 0, n)
+	r := openTestFeed(t, &feed.Options{Key: w.Key()})
+	p, data, err := w.Prove(r.UpgradeRequest())
+	require.NoError(t, err)
+	require.NoError(t, r.ApplyProof(p, data))
+	honest, h := newHostile(t, SessionConfig{}, readAll)
+	honest.Replicate(replicator(t, r))
+	h.awaitOpen(t, w)
+	refuse := func() {
+		q := h.until(t, "an upgrade request", isRequest).(*wire.Request)
+		require.True(t, q.Upgrade)
+		require.NoError(t, h.send(&wire.NoData{Channel: 7, ID: q.ID}))
+	}
+	require.NoError(t, h.open(7, w, 0, n+10, false))
+	refuse()
+	h.quiet(t, 1)
+	// The writer reaches the head the peer claimed, and the replica takes
+	// it from the writer.
+	appendBlocks(t, w, n, 10)
+	p, data, err = w.Prove(r.UpgradeRequest())
+	require.NoError(t, err)
+	require.NoError(t, r.ApplyProof(p, data))
+	h.quiet(t, 3)
+	for k := range uint64(maxUnproven - 1) {
+		require.NoError(t, h.send(&wire.Sync{Channel: 7, Length: n + 20 + k}))
+		refuse()
+	}
+	h.quiet(t, 5)
+	select {
+	case <-honest.Done():
+		t.Fatalf("the session ended: %v", honest.Err())
+	default:
+	}
+}
+
+// TestHostileUpgradeOvertaken answers an upgrade request with NoData after
+// this side's head has moved on since it asked: the peer may have been
+// unable to prove its head from the old length only, so it is asked again,
+// and the answer does not count against it.
+func TestHostileUpgradeOvertaken(t *testing.T) {
+	const n = 100
+	w := openTestFeed(t, nil)
+	appendBlocks(t, w, 0, n)
+	r := openTestFeed(t, &feed.Options{Key: w.Key()})
+	p, data, err := w.Prove(r.UpgradeRequest())
+	require.NoError(t, err)
+	require.NoError(t, r.ApplyProof(p, data))
+	honest, h := newHostile(t, SessionConfig{}, readAll)
+	honest.Replicate(replicator(t, r))
+	h.awaitOpen(t, w)
+	require.NoError(t, h.open(7, w, 0, n+50, false))
+	for k := range uint64(maxUnproven + 1) {
+		q := h.until(t, "an upgrade request", isRequest).(*wire.Request)
+		require.True(t, q.Upgrade)
+		require.Equal(t, n+10*k, q.Length)
+		appendBlocks(t, w, int(n+10*k), 10)
+		p, data, err := w.Prove(r.UpgradeRequest())
+		require.NoError(t, err)
+		require.NoError(t, r.ApplyProof(p, data))
+		require.NoError(t, h.send(&wire.NoData{Channel: 7, ID: q.ID}))
+	}
+	h.until(t, "another upgrade request", isRequest)
+	select {
+	case <-honest.Done():
+		t.Fatalf("the session ended: %v", honest.Err())
+	default:
+	}
+}
+
+// TestHostileClaimsWritersHead claims, to the writer, a newer head of the
+// writer's own feed: the writer asks for nothing (it takes no proofs),
+// warns once, and keeps the peer.
+func TestHostileClaimsWritersHead(t *testing.T) {
+	const n = 100
+	w := openTestFeed(t, nil)
+	appendBlocks(t, w, 0, n)
+	var log syncBuffer
+	logger := slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	honest, h := newHostile(t, SessionConfig{Logger: logger}, readAll)
+	honest.Replicate(replicator(t, w))
+	h.awaitOpen(t, w)
+	require.NoError(t, h.open(7, w, 0, n+1000, true))
+	h.quiet(t, 1)
+	require.NoError(t, h.send(&wire.Sync{Channel: 7, Fork: 3, Length: 5}))
+	h.quiet(t, 3)
+	require.Equal(t, 1, strings.Count(log.String(), "level=WARN"), "log: %s", log.String())
+	require.Contains(t, log.String(), "newer head of a feed this side writes")
+	select {
+	case <-honest.Done():
+		t.Fatalf("the session ended: %v", honest.Err())
+	default:
+	}
+}
+
+// serveUntil answers the honest side's Pings, and its Requests with reply,
+// until done returns true, checked after each message and once limit has
+// passed: then it must. In a synctest bubble, limit is on the fake clock.
+func (h *hostile) serveUntil(t testing.TB, limit time.Duration, done func() bool, reply func(q *wire.Request) wire.Message) {
+	t.Helper()
+	timeout := time.NewTimer(limit)
+	defer timeout.Stop()
+	for !done() {
+		select {
+		case m, ok := <-h.in:
+			if !ok {
+				t.Fatalf("the honest side hung up: %v", h.rerr)
+			}
+			switch m := m.(type) {
+			case *wire.Ping:
+				h.send(&wire.Pong{Nonce: m.Nonce})
+			case *wire.Request:
+				require.NoError(t, h.send(reply(m)))
+			}
+		case <-timeout.C:
+			if !done() {
+				t.Fatalf("not done after %v", limit)
+			}
+			return
+		}
+	}
+}
+
+// TestHostileNoDataWhileDiskFails is a peer that announces every block and
+// answers NoData for a while, as one whose disk fails reads: it must be
+// asked a request or two per maxPause meanwhile, not again and again, and
+// asked again on the same session once it serves, which it must then
+// complete the download from.
+func TestHostileNoDataWhileDiskFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n = 200
+		const failFor = 5 * time.Second
+		fx := newReplicaFixture(t, n)
+		p, data, err := fx.w.Prove(fx.r.BlockRequest(0))
+		require.NoError(t, err)
+		require.NoError(t, fx.r.ApplyProof(p, data))
+		honest, h := newHostile(t, SessionConfig{}, readAll)
+		honest.Replicate(fx.rr)
+		h.awaitOpen(t, fx.w)
+		require.NoError(t, h.open(7, fx.w, 0, n, true))
+		start := time.Now()
+		failing, late := 0, 0 // requests while failing, and in its last 4 s
+		h.serveUntil(t, failFor, func() bool { return time.Since(start) >= failFor }, func(q *wire.Request) wire.Message {
+			failing++
+			if time.Since(start) >= time.Second {
+				late++
+			}
+			return &wire.NoData{Channel: 7, ID: q.ID}
+		})
+		t.Logf("%d requests while the peer failed, %d in its last %v", failing, late, failFor-time.Second)
+		require.LessOrEqual(t, late, 2*int((failFor-time.Second)/maxPause), "the peer was asked again and again")
+		require.Less(t, fx.r.Downloaded(), uint64(n))
+
+		healed := time.Now()
+		h.serveUntil(t, 30*time.Second, func() bool { return fx.r.Downloaded() == n }, func(q *wire.Request) wire.Message {
+			return answer(fx.w, 7, q)
+		})
+		took := time.Since(healed)
+		t.Logf("the download completed %v after the peer served again", took)
+		require.LessOrEqual(t, took, maxPause+blockCooldown)
+		requireSame(t, fx.w, fx.r)
+		select {
+		case <-honest.Done():
+			t.Fatalf("the session ended: %v", honest.Err())
+		default:
+		}
+	})
+}
+
+// TestHostileOneBadBlock is a peer that answers NoData for one block and
+// serves the rest: the rest must come at full speed, and the bad block be
+// asked again about once per blockCooldown, until the peer serves it.
+func TestHostileOneBadBlock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n, bad = 2000, 50
+		fx := newReplicaFixture(t, n)
+		p, data, err := fx.w.Prove(fx.r.BlockRequest(0))
+		require.NoError(t, err)
+		require.NoError(t, fx.r.ApplyProof(p, data))
+		honest, h := newHostile(t, SessionConfig{}, readAll)
+		honest.Replicate(fx.rr)
+		h.awaitOpen(t, fx.w)
+		require.NoError(t, h.open(7, fx.w, 0, n, true))
+		asked := 0 // requests for the bad block
+		serve := func(q *wire.Request) wire.Message {
+			if q.Block != nil && q.Block.Index == bad {
+				asked++
+				return &wire.NoData{Channel: 7, ID: q.ID}
+			}
+			return answer(fx.w, 7, q)
+		}
+		start := time.Now()
+		h.serveUntil(t, 30*time.Second, func() bool { return fx.r.Downloaded() == n-1 }, serve)
+		took := time.Since(start)
+		t.Logf("all but the bad block in %v", took)
+		require.Less(t, took, blockCooldown, "the bad block held up the others")
+
+		const watch = 5 * time.Second
+		asked = 0
+		start = time.Now()
+		h.serveUntil(t, 2*watch, func() bool { return time.Since(start) >= watch }, serve)
+		t.Logf("the bad block was asked %d times in %v", asked, watch)
+		require.GreaterOrEqual(t, asked, int(watch/blockCooldown)/2, "the bad block is not asked again")
+		require.LessOrEqual(t, asked, int(watch/blockCooldown)+2, "the bad block is asked again and again")
+
+		h.serveUntil(t, 30*time.Second, func() bool { return fx.r.Downloaded() == n }, func(q *wire.Request) wire.Message {
+			return answer(fx.w, 7, q)
+		})
+		requireSame(t, fx.w, fx.r)
+	})
+}
+
+// TestHostileForkHoldings is a writer that truncates and appends twice
+// before the replica asks it anything: Sync (new fork) and Range, then Sync
+// and Range of the new blocks, twice. The replica, still on the old fork
+// as it hears them, must keep the holdings of all three Ranges, and fetch
+// the blocks.
+func TestHostileForkHoldings(t *testing.T) {
+	const n, keep = 100, 80
+	w := openTestFeed(t, nil)
+	appendBlocks(t, w, 0, n)
+	r := openTestFeed(t, &feed.Options{Key: w.Key()})
+	for i := range uint64(n) {
+		p, d, err := w.Prove(r.BlockRequest(i))
+		require.NoError(t, err)
+		require.NoError(t, r.ApplyProof(p, d))
+	}
+	require.NoError(t, w.Truncate(keep))
+	appendBlocks(t, w, 1000, 10)
+	appendBlocks(t, w, 2000, 10)
+	rr := replicator(t, r)
+	rr.Download(0, Live)
+	honest, h := newHostile(t, SessionConfig{}, readAll)
+	honest.Replicate(rr)
+	h.awaitOpen(t, w)
+	require.NoError(t, h.open(7, w, 1, keep, true))
+	require.NoError(t, h.send(
+		&wire.Sync{Channel: 7, Fork: 1, Length: keep + 10}, &wire.Range{Channel: 7, Start: keep, Length: 10},
+		&wire.Sync{Channel: 7, Fork: 1, Length: keep + 20}, &wire.Range{Channel: 7, Start: keep + 10, Length: 10}))
+	converged := func() bool { return r.Fork() == w.Fork() && r.Len() == w.Len() && r.Downloaded() == w.Len() }
+	h.serveUntil(t, 30*time.Second, converged, func(q *wire.Request) wire.Message { return answer(w, 7, q) })
+	requireSame(t, w, r)
+}
+
+// TestHostileSparseReplicaTakesFork is a sparse replica whose writer
+// truncated and appended: the writer's upgrade starts at the prefix both
+// histories share, whose roots the replica lacks, so it must ask again from
+// a length it can verify from, move to the new fork keeping only blocks the
+// new fork shares, and complete it.
+func TestHostileSparseReplicaTakesFork(t *testing.T) {
+	const n, keep, more = 3000, 2900, 200
+	w := openTestFeed(t, nil)
+	appendBlocks(t, w, 0, n)
+	r := openTestFeed(t, &feed.Options{Key: w.Key()})
+	// 2850 lies in the shared prefix but past the length the replica can
+	// verify from; 2950 only in the old fork.
+	for _, i := range []uint64{0, 1, 2, 500, 2850, 2950} {
+		p, d, err := w.Prove(r.BlockRequest(i))
+		require.NoError(t, err)
+		require.NoError(t, r.ApplyProof(p, d))
+	}
+	require.NoError(t, w.Truncate(keep))
+	appendBlocks(t, w, 10_000, more)
+	from := rootPrefix(n, keep)
+	require.Equal(t, uint64(2048+512+256), from)
+
+	rr := replicator(t, r)
+	rr.Download(0, Live)
+	honest, h := newHostile(t, SessionConfig{}, readAll)
+	honest.Replicate(rr)
+	h.awaitOpen(t, w)
+	require.NoError(t, h.open(7, w, 1, w.Len(), true))
+	var upgrades []uint64 // the lengths upgrades were asked from
+	keptShared := false
+	converged := func() bool { return r.Fork() == w.Fork() && r.Len() == w.Len() && r.Downloaded() == w.Len() }
+	h.serveUntil(t, 30*time.Second, converged, func(q *wire.Request) wire.Message {
+		if q.Upgrade && q.Block == nil {
+			upgrades = append(upgrades, q.Length)
+		}
+		if r.Fork() == w.Fork() && !keptShared {
+			// Just moved: only what the new fork shares, below from.
+			keptShared = true
+			for _, i := range []uint64{0, 1, 2, 500} {
+				require.True(t, r.Has(i), "block %d, shared, was dropped", i)
+			}
+			require.False(t, r.Has(2850))
+			require.False(t, r.Has(2950))
+		}
+		return answer(w, 7, q)
+	})
+	require.Equal(t, []uint64{n, from}, upgrades)
+	require.True(t, keptShared)
+	requireSame(t, w, r)
+	select {
+	case <-honest.Done():
+		t.Fatalf("the session ended: %v", honest.Err())
+	default:
+	}
+}
+
+// TestHostileCutMidFrame hangs up in the middle of a frame: the session
+// ends saying the peer closed the connection, as at a frame boundary.
+func TestHostileCutMidFrame(t *testing.T) {
+	honest, h := newHostile(t, SessionConfig{}, readAll)
+	h.raw.Conn.Write([]byte{100, 0, 0, 1, 2, 3}) // 3 bytes of a 100-byte frame
+	h.raw.Conn.Close()
+	err := waitEnd(t, honest)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	require.EqualError(t, err, "swarm: peer closed the connection: unexpected EOF")
 }

@@ -94,17 +94,45 @@
 //
 // On opening, each side sends Sync and what it holds (one Range for a
 // complete feed, else its runs of blocks), and again whenever its head
-// changes or it gains a block. A side whose peer has a newer head (a longer
-// length, or a later fork) asks for an upgrade; a side that wants blocks
-// (a Get waiting on a replica, or a Download) asks for them, up to the window
-// (512 requests in flight by default) on each channel, and never asks two
-// peers for the same block. Each Request says the
+// changes or it gains a block. What a peer says it holds is of the fork of
+// its last Sync: a Sync of another fork voids it, and it is kept while this
+// side is still on another fork, for when it moves. A side whose peer has a
+// newer head (a longer length, or a later fork) asks for an upgrade; a side
+// that wants blocks (a Get waiting on a replica, or a Download) asks for
+// them, up to the window (512 requests in flight by default) on each
+// channel, and never asks two peers for the same block. Each Request says the
 // requester's fork and length and how many proof nodes it lacks; the answer
 // is Data with a proof from feed.Prove, or NoData. Everything received is
 // verified by feed.ApplyProof before it is stored; a proof that does not
-// verify ends the session with ErrProtocol, and nothing of it is kept. A
-// peer on an older fork gets an upgrade from the prefix both histories
-// share, and drops the rest.
+// verify, or a block sent in answer to an upgrade request, ends the session
+// with ErrProtocol, and nothing of it is kept. A peer on an older
+// fork gets an upgrade from the prefix both histories share, and drops the
+// rest. A replica that lacks the roots of that prefix (it holds few of its
+// blocks) asks again from the longest length within it that is made of the
+// roots of its own head, which it always holds, and drops the blocks past
+// that length, shared or not.
+//
+// A peer that cannot prove the head it announced (it answers NoData, or a
+// proof that does not bring this side to a newer head, while this side's
+// head has not moved since it asked) is not asked for an upgrade again
+// until it announces another head; three such heads in a row, with no
+// upgrade from it between them and this side never catching up with what
+// it claimed, end the session with ErrUnproven. One is not enough: a sparse
+// replica cannot prove its head from every length. A writable feed never
+// asks for an upgrade: it takes no proofs, and a peer that claims a newer
+// head of it
+// either lies, or holds a head signed with a copy of the key, or one this
+// writer signed and lost (without feed.Options.Sync, a power loss takes the
+// latest appends). The writer cannot tell which, so it logs a warning,
+// once per channel, and keeps the peer.
+//
+// A peer that answers NoData for a block it announced may have failed to
+// read it: it is asked again. Meanwhile the block is asked of other peers,
+// and not of this one for 500 ms; the channel's window halves and it asks
+// the peer for no block for a pause, 20 ms after the peer last served one
+// and twice as long after each pause that ends in NoData again, up to
+// 500 ms. A peer that cannot read costs a request or two per 500 ms, and is
+// back in use within as long once it reads again.
 //
 // A peer answers requests in the order they came, on all channels alike. A
 // request times out when it has waited RequestTimeout (by default four

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math/bits"
 	"net"
 	"os"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"github.com/hyperfeed/hyperfeed/feed"
 	"github.com/hyperfeed/hyperfeed/internal/noiseconn"
 	"github.com/hyperfeed/hyperfeed/internal/wire"
+	"github.com/hyperfeed/hyperfeed/merkle"
 	"golang.org/x/crypto/blake2b"
 )
 
@@ -33,6 +35,9 @@ var (
 	ErrSessionClosed = errors.New("swarm: session closed")
 	// ErrExtension: an extension's name or payload is out of bounds.
 	ErrExtension = errors.New("swarm: bad extension")
+	// ErrUnproven: the peer announced, one after another, heads newer than
+	// this side's that it could not prove when asked (see doc.go).
+	ErrUnproven = errors.New("swarm: peer announced heads it could not prove")
 )
 
 // SessionConfig configures a session. The zero value works but for KeyPair.
@@ -105,6 +110,23 @@ const (
 	// maxTimedOut bounds the requests that may time out on one session,
 	// since each leaves a block and a request id to remember.
 	maxTimedOut = 4096
+	// maxUnproven is how many heads a peer may announce in a row, each
+	// newer than this side's, and fail to prove when asked for it, before
+	// the session ends. One is not enough: a sparse replica cannot prove
+	// its head from every length, and a peer's disk can fail a read.
+	maxUnproven = 3
+	// A peer that answers NoData for a block it announced is asked for no
+	// block on that channel for a pause, from minPause doubling with each
+	// such answer after a pause up to maxPause, until it serves a block;
+	// and for that block not again before blockCooldown. NoData does not
+	// say the peer lost the block (its disk may have failed a read), so it
+	// is asked again, but a peer that cannot serve costs a request or two
+	// per maxPause, and one bad block does not hold up the others. At most
+	// maxCooling blocks per channel are remembered.
+	minPause      = 20 * time.Millisecond
+	maxPause      = 500 * time.Millisecond
+	blockCooldown = maxPause
+	maxCooling    = 4096
 	// stallChunk is the most written to the connection under one write
 	// deadline.
 	stallChunk = 64 << 10
@@ -165,15 +187,24 @@ type channel struct {
 	peerFork uint64
 	peerLen  uint64
 	heard    bool     // the peer has sent its head (peerFork, peerLen)
-	peerHas  holdings // blocks the peer says it holds
+	peerHas  holdings // blocks the peer says it holds, on fork peerFork
 	reqs     map[uint64]request
-	upgrade  bool // an upgrade request is in flight
+	// Upgrades (see askUpgrade and upgradeFailed).
+	upgrade   bool          // an upgrade request is in flight
+	noUpgrade bool          // the peer's announced head is not to be asked for again
+	retry     *upgradeRetry // the next upgrade request, if not from this side's length
+	unproven  int           // heads the peer announced in a row and failed to prove
+	claimsOwn bool          // the peer claimed a newer head of this side's writable feed
 	// What timed-out requests leave (see expire).
-	window    int             // requests allowed in flight, halved by timeouts
+	window    int             // requests allowed in flight, halved by timeouts and NoData
 	cancelled map[uint64]bool // requests whose late answers are ignored
 	refused   map[uint64]bool // blocks not to ask of the peer again
-	noUpgrade bool            // an upgrade to the peer's announced head timed out
 	largest   int             // the largest answer served to the peer, in bytes
+	// What NoData for blocks leaves (see noBlock).
+	pausedUntil time.Time       // no block requests before then
+	pause       time.Duration   // the last pause; zero once the peer serves a block
+	cooling     map[uint64]bool // blocks not to ask of the peer for now
+	coolQueue   []cooled        // the same, by when they may be asked again
 	// The extension values sent to the peer, by name: a value published
 	// several times before the loop sends it goes once.
 	extSent map[string]uint64
@@ -188,7 +219,28 @@ func newChannel(r *Replicator, local uint32, window int) *channel {
 }
 
 // asks reports whether block i may be asked of the peer.
-func (c *channel) asks(i uint64) bool { return c.peerHas.get(i) && !c.refused[i] }
+func (c *channel) asks(i uint64) bool {
+	return c.peerHas.get(i) && !c.refused[i] && !c.cooling[i]
+}
+
+// peerNewer reports whether the peer has announced a head newer than h: a
+// later fork, or a longer length of the same fork.
+func (c *channel) peerNewer(h feed.Head) bool {
+	return c.heard && (c.peerFork > h.Fork || c.peerFork == h.Fork && c.peerLen > h.Length)
+}
+
+// upgradeRetry is an upgrade to ask for from a length shorter than this
+// side's (from), while this side's head is still (fork, length).
+type upgradeRetry struct {
+	fork, length, from uint64
+}
+
+// cooled is a block the peer answered NoData for, and when it may be asked
+// again.
+type cooled struct {
+	block uint64
+	until time.Time
+}
 
 // parkedOpen is a channel the peer opened for a feed this side does not
 // replicate (yet), with what the peer said on it since, to be handled when
@@ -238,6 +290,13 @@ type request struct {
 	block   uint64
 	isBlock bool
 	sent    time.Time
+	// This side's head when it asked, to tell an answer that failed because
+	// the head has moved on since from one the peer got wrong.
+	fork, length uint64
+	// from, for an upgrade asked from a shorter length than the head's (see
+	// upgradeFailed); the wire Request says it as its length.
+	from    uint64
+	hasFrom bool
 }
 
 // NewSession runs the Noise handshake on conn (initiator is the side that
@@ -418,12 +477,7 @@ func (s *Session) readLoop() {
 			select {
 			case <-s.closing:
 			default:
-				if errors.Is(err, wire.ErrTooLarge) || errors.Is(err, wire.ErrMalformed) || errors.Is(err, noiseconn.ErrDecrypt) || errors.Is(err, noiseconn.ErrFrameTooLong) {
-					err = fmt.Errorf("%w: %v", ErrProtocol, err)
-				} else if errors.Is(err, io.EOF) {
-					err = fmt.Errorf("swarm: peer closed the connection: %w", err)
-				}
-				s.fail(err)
+				s.fail(readError(err))
 			}
 			return
 		}
@@ -439,6 +493,20 @@ func (s *Session) readLoop() {
 			return
 		}
 	}
+}
+
+// readError says why reading from the peer failed, as the session's error.
+func readError(err error) error {
+	switch {
+	case errors.Is(err, wire.ErrTooLarge), errors.Is(err, wire.ErrMalformed),
+		errors.Is(err, noiseconn.ErrDecrypt), errors.Is(err, noiseconn.ErrFrameTooLong):
+		return fmt.Errorf("%w: %v", ErrProtocol, err)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		// Unexpected: in the middle of a frame or a message, which a peer
+		// that goes away can leave as well as one that breaks off on purpose.
+		return fmt.Errorf("swarm: peer closed the connection: %w", err)
+	}
+	return fmt.Errorf("swarm: receive: %w", err)
 }
 
 // received is a Data as readLoop passes it on: with its proof converted and
@@ -504,6 +572,12 @@ func (s *Session) loop() {
 	defer keepAlive.Stop()
 	expiry := time.NewTicker(max(s.cfg.RequestTimeout/4, time.Millisecond))
 	defer expiry.Stop()
+	// retry wakes the loop when a channel's pause or a block's cooldown
+	// ends (see noBlock), at armed.
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	var armed time.Time
 	for {
 		// With too many of the peer's requests waiting for room in the
 		// queue, read no more: the peer's writes back up to it.
@@ -536,6 +610,8 @@ func (s *Session) loop() {
 			s.applyAdds()
 		case <-s.drained:
 			// answer, below, serves what waits.
+		case <-retry.C:
+			armed = time.Time{} // pump, below, asks again
 		case now := <-expiry.C:
 			if inbox == nil {
 				break // answers may wait unread: not the peer's fault
@@ -559,7 +635,14 @@ func (s *Session) loop() {
 			}
 		}
 		s.answer()
-		s.pump()
+		if wake := s.pump(); !wake.Equal(armed) {
+			armed = wake
+			if wake.IsZero() {
+				retry.Stop()
+			} else {
+				retry.Reset(time.Until(wake))
+			}
+		}
 	}
 }
 
@@ -731,8 +814,10 @@ func (s *Session) peerClosed(c *channel) {
 	s.dropUnanswered(c)
 	delete(s.byRemote, c.remote)
 	c.open, c.remote, c.upgrade, c.noUpgrade = false, 0, false, false
+	c.retry, c.unproven, c.claimsOwn = nil, 0, false
 	c.peerFork, c.peerLen, c.heard = 0, 0, false
 	c.peerHas.reset()
+	c.uncool()
 	c.sentAny = false
 	s.reportPeer(c)
 	clear(c.extSent)
@@ -790,10 +875,17 @@ func (s *Session) handle(m wire.Message) error {
 		if m.Fork != c.peerFork || m.Length != c.peerLen {
 			c.noUpgrade = false // a new head, which the peer may serve
 		}
-		c.peerFork, c.peerLen, c.heard = m.Fork, m.Length, true
-		if m.Fork > c.f.Fork() {
-			c.peerHas.reset() // a new history: what the peer held is void
+		if c.heard && m.Fork != c.peerFork {
+			// A new history: what the peer held of the old one is void,
+			// and so is what this side learnt asking for it. The Ranges
+			// that follow this Sync, and those that follow later Syncs of
+			// the same fork, are of the new one: kept even while this
+			// side is still on another fork, for when it moves.
+			c.peerHas.reset()
+			c.uncool()
+			c.retry = nil
 		}
+		c.peerFork, c.peerLen, c.heard = m.Fork, m.Length, true
 		s.reportPeer(c)
 	case *wire.Range:
 		if m.Drop {
@@ -815,9 +907,9 @@ func (s *Session) handle(m wire.Message) error {
 		s.answered(c, m.ID)
 		if q.isBlock {
 			c.r.release(s, q.block)
-			c.peerHas.drop(q.block, q.block+1)
+			s.noBlock(c, q.block)
 		} else {
-			c.upgrade = false
+			return s.upgradeFailed(c, q, nil, errNoData)
 		}
 	case *wire.Cancel:
 		// Requests are answered in order, and soon: not worth finding one
@@ -1084,6 +1176,7 @@ func (s *Session) handleAll(ms []wire.Message) error {
 // timed out are dropped.
 func (s *Session) receive(c *channel, ms []*received) error {
 	batch := make([]feed.ProofData, 0, len(ms))
+	asked := make([]request, 0, len(ms))
 	var claimed []uint64
 	defer func() {
 		for _, i := range claimed {
@@ -1107,24 +1200,142 @@ func (s *Session) receive(c *channel, ms []*received) error {
 				return fmt.Errorf("%w: block %d sent for request of block %d", ErrProtocol, m.Block.Index, q.block)
 			}
 		} else {
+			if m.Block != nil {
+				return fmt.Errorf("%w: block %d sent for an upgrade request", ErrProtocol, m.Block.Index)
+			}
 			c.upgrade = false
 		}
 		batch = append(batch, m.proof)
+		asked = append(asked, q)
 	}
-	for _, err := range c.f.ApplyProofs(batch) {
+	for k, err := range c.f.ApplyProofs(batch) {
+		q := asked[k]
 		switch {
+		case err == nil && q.isBlock:
+			c.pausedUntil, c.pause = time.Time{}, 0 // it serves blocks again
 		case err == nil:
-		case errors.Is(err, feed.ErrStale), errors.Is(err, feed.ErrStaleFork):
-			// An answer overtaken by another peer's: not the peer's fault.
-		case errors.Is(err, feed.ErrNotAvailable):
-			// An upgrade from a length whose roots this sparse replica lacks.
+			// An upgrade without a block applies only if it is newer.
+			c.unproven = 0
 		case errors.Is(err, feed.ErrInvalidProof), errors.Is(err, feed.ErrBlockTooLarge):
 			return fmt.Errorf("%w: %v", ErrProtocol, err)
+		case errors.Is(err, feed.ErrStale), errors.Is(err, feed.ErrStaleFork), errors.Is(err, feed.ErrNotAvailable):
+			// Stale: an answer overtaken by another peer's. Not available:
+			// an upgrade from a length whose roots this sparse replica
+			// lacks, as a block request of an old fork gets (the block
+			// is asked again on the new one). For an upgrade request,
+			// upgradeFailed tells those from a peer that cannot prove
+			// its head.
+			if !q.isBlock {
+				if err := s.upgradeFailed(c, q, batch[k].Proof, err); err != nil {
+					return err
+				}
+			}
 		default:
 			return fmt.Errorf("swarm: store proof: %w", err)
 		}
 	}
 	return nil
+}
+
+// errNoData is why an upgrade failed that the peer answered with NoData.
+var errNoData = errors.New("the peer answered NoData")
+
+// upgradeFailed handles an upgrade request the peer answered with NoData,
+// or with a proof that did not apply (p, why). If this side's head has
+// moved on since it asked, the answer may have been right for the head it
+// asked from, and the peer is asked again if its head is still newer.
+// Else the peer did not prove the head it announced: it is not asked again
+// until it announces another (noUpgrade), and maxUnproven such heads in a
+// row end the session. Memory and requests stay bounded whatever the peer
+// claims: one request per head it announces.
+func (s *Session) upgradeFailed(c *channel, q request, p *merkle.Proof, why error) error {
+	c.upgrade = false
+	h := c.f.Head()
+	if h.Fork != q.fork || h.Length != q.length || !c.peerNewer(h) {
+		return nil
+	}
+	if p != nil && p.Upgrade != nil && errors.Is(why, feed.ErrNotAvailable) && !q.hasFrom &&
+		p.Fork > h.Fork && p.Upgrade.Start < h.Length {
+		// An upgrade to a new fork starts at the prefix both histories
+		// share, whose roots this replica lacks unless it holds the blocks
+		// under them. It does hold the roots of any length made of its own
+		// head's roots, and can verify an upgrade from the longest such
+		// length within the shared prefix: the new fork's proof shows that
+		// the blocks below it are the same in both histories. Those past it
+		// are dropped with the old fork, shared or not.
+		c.retry = &upgradeRetry{fork: h.Fork, length: h.Length, from: rootPrefix(h.Length, p.Upgrade.Start)}
+		return nil
+	}
+	c.noUpgrade = true
+	c.unproven++
+	s.log.Debug("swarm: peer did not prove the head it announced", "feed", c.f.DiscoveryKey(),
+		"fork", c.peerFork, "length", c.peerLen, "err", why)
+	if c.unproven >= maxUnproven {
+		return fmt.Errorf("%w: %d in a row of feed %s, the last fork %d length %d (%v)",
+			ErrUnproven, c.unproven, c.f.DiscoveryKey(), c.peerFork, c.peerLen, why)
+	}
+	return nil
+}
+
+// rootPrefix returns the longest length, up to limit, made of the first
+// roots of a tree of length blocks (largest first). A feed of that length
+// holds these roots whichever blocks it holds, so it can verify an upgrade
+// from such a length.
+func rootPrefix(length, limit uint64) uint64 {
+	var l uint64
+	for length > 0 {
+		w := uint64(1) << (63 - bits.LeadingZeros64(length))
+		if l+w > limit {
+			break
+		}
+		l += w
+		length -= w
+	}
+	return l
+}
+
+// noBlock handles the peer's NoData for block i, which it announced it
+// holds. It may have failed to read it, and may serve it later: its
+// holdings stay as it said them. The block is freed for other peers and
+// cools (see blockCooldown); the channel's window halves, and unless a
+// pause runs already (this is an answer to a request made before it), the
+// channel pauses its block requests, each pause twice the last, until the
+// peer serves a block.
+func (s *Session) noBlock(c *channel, i uint64) {
+	now := time.Now()
+	c.window = max(c.window/2, 1)
+	if !c.cooling[i] && len(c.cooling) < maxCooling {
+		if c.cooling == nil {
+			c.cooling = map[uint64]bool{}
+		}
+		c.cooling[i] = true
+		c.coolQueue = append(c.coolQueue, cooled{i, now.Add(blockCooldown)})
+	}
+	if now.Before(c.pausedUntil) {
+		return
+	}
+	c.pause = min(max(2*c.pause, minPause), maxPause)
+	c.pausedUntil = now.Add(c.pause)
+	c.r.kick() // other sessions may fetch the block
+}
+
+// thaw lets the blocks whose cooldown has ended be asked again.
+func (c *channel) thaw(now time.Time) {
+	k := 0
+	for k < len(c.coolQueue) && !c.coolQueue[k].until.After(now) {
+		delete(c.cooling, c.coolQueue[k].block)
+		k++
+	}
+	c.coolQueue = c.coolQueue[k:]
+	if len(c.coolQueue) == 0 {
+		c.coolQueue = nil // let go of the backing array
+	}
+}
+
+// uncool forgets the blocks cooling: they were of a history the peer left.
+func (c *channel) uncool() {
+	clear(c.cooling)
+	c.coolQueue = nil
 }
 
 // answered notes that the peer answered request id on c: it is serving, so
@@ -1183,8 +1394,9 @@ func (s *Session) expire(now time.Time) error {
 }
 
 // pump sends what changed on this side, and requests while the window
-// has room.
-func (s *Session) pump() {
+// has room. It returns when the earliest pause or cooldown that holds back
+// a request ends, or zero if none does.
+func (s *Session) pump() (wake time.Time) {
 	s.mu.Lock()
 	haves, pubs := s.haves, s.published
 	s.haves, s.published = nil, nil
@@ -1211,6 +1423,7 @@ func (s *Session) pump() {
 	for c, vs := range fresh {
 		s.sendExtensions(c, vs)
 	}
+	now := time.Now()
 	for _, c := range s.channels {
 		if !c.open {
 			continue
@@ -1219,27 +1432,77 @@ func (s *Session) pump() {
 		// A replica always follows the newest head a peer has, so Len
 		// tracks the writer.
 		h := c.f.Head()
-		if !c.upgrade && !c.noUpgrade && (c.peerFork > h.Fork || (c.peerFork == h.Fork && c.peerLen > h.Length)) {
-			s.request(c, &wire.Request{Upgrade: true}, request{})
-			c.upgrade = true
+		if !c.peerNewer(h) {
+			c.unproven = 0 // this side has verified what the peer claimed
+		} else if !c.upgrade && !c.noUpgrade {
+			s.askUpgrade(c, h)
+		}
+		c.thaw(now)
+		if len(c.coolQueue) > 0 {
+			wake = earliest(wake, c.coolQueue[0].until)
 		}
 		room := c.window - len(c.reqs)
 		if room <= 0 || c.peerFork != h.Fork {
 			continue
 		}
+		if now.Before(c.pausedUntil) {
+			wake = earliest(wake, c.pausedUntil)
+			continue
+		}
 		claimed := c.r.claim(s, room, h.Length, c.asks)
 		for k, r := range c.f.BlockRequests(claimed) {
 			i := claimed[k]
-			s.request(c, &wire.Request{Block: &wire.BlockRequest{Index: i, Nodes: r.Block.Nodes}}, request{block: i, isBlock: true})
+			s.request(c, h, &wire.Request{Block: &wire.BlockRequest{Index: i, Nodes: r.Block.Nodes}}, request{block: i, isBlock: true})
 		}
 	}
+	return wake
 }
 
-func (s *Session) request(c *channel, m *wire.Request, q request) {
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// askUpgrade asks the peer for its head, newer than this side's (h).
+//
+// A writable feed asks nothing: it takes no proofs, and no peer can hold a
+// newer head of it unless the feed's key signs elsewhere too (a copied
+// key), or this writer lost appends it had signed and sent (without
+// feed.Options.Sync, a power loss can take them). The claim is logged,
+// once per channel, and the peer stays connected: the writer cannot tell
+// the cases apart without taking the proof, and the peer costs it nothing
+// more than any other.
+func (s *Session) askUpgrade(c *channel, h feed.Head) {
+	if c.f.Writable() {
+		if !c.claimsOwn {
+			c.claimsOwn = true
+			s.log.Warn("swarm: peer claims a newer head of a feed this side writes", "feed", c.f.DiscoveryKey(),
+				"fork", h.Fork, "length", h.Length, "peerFork", c.peerFork, "peerLength", c.peerLen)
+		}
+		return
+	}
+	var q request
+	if r := c.retry; r != nil {
+		c.retry = nil
+		if r.fork == h.Fork && r.length == h.Length {
+			q.from, q.hasFrom = r.from, true
+		}
+	}
+	s.request(c, h, &wire.Request{Upgrade: true}, q)
+	c.upgrade = true
+}
+
+// request sends m, made from this side's head h (from a shorter length if
+// q says so), and remembers it as q until answered.
+func (s *Session) request(c *channel, h feed.Head, m *wire.Request, q request) {
 	s.nextReq++
-	h := c.f.Head()
 	m.Channel, m.ID, m.Fork, m.Length = c.local, s.nextReq, h.Fork, h.Length
-	q.sent = time.Now()
+	if q.hasFrom {
+		m.Length = q.from
+	}
+	q.sent, q.fork, q.length = time.Now(), h.Fork, h.Length
 	c.reqs[m.ID] = q
 	s.send(m)
 }

@@ -3,13 +3,16 @@ package swarm
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hyperfeed/hyperfeed/feed"
 	"github.com/hyperfeed/hyperfeed/internal/wire"
+	"github.com/hyperfeed/hyperfeed/merkle"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -262,4 +265,46 @@ func TestSessionUnreplicateThenReplicate(t *testing.T) {
 	appendBlocks(t, w, 10, 5)
 	waitFor(t, "blocks appended after the channel reopened", func() bool { return r.Downloaded() == 15 })
 	requireSame(t, w, r)
+}
+
+// TestRootPrefix: the lengths an upgrade may start from for a feed that
+// holds only the roots of its head.
+func TestRootPrefix(t *testing.T) {
+	for _, tc := range []struct{ length, limit, want uint64 }{
+		{3000, 2900, 2048 + 512 + 256},
+		{3000, 3000, 3000},
+		{3000, 5000, 3000},
+		{3000, 2047, 0},
+		{3000, 0, 0},
+		{4096, 4095, 0},
+		{4097, 4096, 4096},
+		{0, 10, 0},
+		{7, 6, 6},
+	} {
+		got := rootPrefix(tc.length, tc.limit)
+		require.Equal(t, tc.want, got, "rootPrefix(%d, %d)", tc.length, tc.limit)
+		// Every root of the result is a root of the head.
+		require.Subset(t, merkle.Roots(tc.length), merkle.Roots(got))
+	}
+}
+
+// TestReadError: whatever ends the reading, the session's error says so
+// in its own words.
+func TestReadError(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+		is   error
+	}{
+		{io.EOF, "swarm: peer closed the connection: EOF", io.EOF},
+		{io.ErrUnexpectedEOF, "swarm: peer closed the connection: unexpected EOF", io.ErrUnexpectedEOF},
+		{fmt.Errorf("read: %w", syscall.ECONNRESET), "swarm: receive: read: connection reset by peer", syscall.ECONNRESET},
+		{wire.ErrMalformed, "", ErrProtocol},
+	} {
+		err := readError(tc.err)
+		require.ErrorIs(t, err, tc.is)
+		if tc.want != "" {
+			require.EqualError(t, err, tc.want)
+		}
+	}
 }
