@@ -104,11 +104,12 @@ func (f *Feed) applyBlocks(batch []ProofData, errs []error) {
 	}
 	tip := &f.tip
 	nodes := map[uint64]merkle.Node{} // established by this batch
+	t := trust{f: f}
 	trusted := func(i uint64) (merkle.Node, bool) {
 		if n, ok := nodes[i]; ok {
 			return n, true
 		}
-		return f.trustedLocked(i)
+		return t.node(i)
 	}
 	var blocks []staged
 	seen := map[uint64]bool{}
@@ -131,6 +132,9 @@ func (f *Feed) applyBlocks(batch []ProofData, errs []error) {
 		}
 		b = dropSurplus(b, trusted)
 		est, err := pd.verifyBlock(b, trusted)
+		if t.err != nil {
+			err, t.err = t.err, nil
+		}
 		if err != nil {
 			errs[k] = fmt.Errorf("feed: apply proof: %w", err)
 			continue
@@ -201,28 +205,16 @@ func (f *Feed) storeBlocksLocked(blocks []staged, nodes map[uint64]merkle.Node) 
 	if err := f.writeNodes(nodes); err != nil {
 		return next, err
 	}
-	if f.sync {
+	added := make([]blockRange, len(blocks))
+	for k, b := range blocks {
+		added[k] = blockRange{b.index, b.index + 1}
+	}
+	if f.sync || next.Complete != f.tip.Complete {
+		// A new header: for the group commit to wait on, or to say that the
+		// feed no longer holds every block.
 		next.Seq++
-		f.tip = next
-		for _, b := range blocks {
-			f.pending = append(f.pending, blockRange{b.index, b.index + 1})
-		}
-		return next, nil
 	}
-	for _, b := range blocks {
-		f.bits.setRange(b.index, b.index+1, true)
-	}
-	if err := f.bits.flush(f.files.bits); err != nil {
-		return next, err
-	}
-	if next.Complete != f.tip.Complete {
-		next.Seq++
-		if err := writeHeader(f.files.header, &next, false); err != nil {
-			return next, err
-		}
-	}
-	f.tip, f.head = next, next
-	return next, nil
+	return next, f.commitLocked(&next, f.tipRoots, added...)
 }
 
 // gatherBelow is the block size under which writeRun copies blocks together
@@ -271,11 +263,21 @@ type Proved struct {
 // consecutive blocks [first, end), each read with one system call.
 type prefetch struct {
 	first, end uint64
-	tree       []byte // nodes [2·first, 2·end-1)
+	tree       []byte // node records [2·first, 2·end-1)
 	index      []byte
 	data       []byte // bytes from dataAt
 	dataAt     uint64
 	checks     map[uint64]merkle.Node // nodes climbs computed and checked
+}
+
+// holds reports whether pf read node i; a nil pf reads nothing.
+func (pf *prefetch) holds(i uint64) bool {
+	return pf != nil && pf.end > pf.first && i >= 2*pf.first && i < 2*pf.end-1
+}
+
+// node decodes node i, which pf holds.
+func (pf *prefetch) node(i uint64) (merkle.Node, error) {
+	return decodeNode(i, pf.tree[(i-2*pf.first)*nodeSize:])
 }
 
 // checked returns the node at i as a proof of this batch computed it on a
@@ -342,8 +344,8 @@ func (f *Feed) prefetchLocked(reqs []Request) *prefetch {
 	if end-first < 2 || !f.has(first) {
 		return nil
 	}
-	pf := &prefetch{first: first, end: end, tree: make([]byte, (2*(end-first)-1)*merkle.NodeSize), index: make([]byte, indexEntrySize*(end-first))}
-	if n, _ := f.files.tree.ReadAt(pf.tree, int64(2*first)*merkle.NodeSize); n < len(pf.tree) {
+	pf := &prefetch{first: first, end: end, tree: make([]byte, (2*(end-first)-1)*nodeSize), index: make([]byte, indexEntrySize*(end-first))}
+	if n, _ := f.files.tree.ReadAt(pf.tree, int64(2*first)*nodeSize); n < len(pf.tree) {
 		return nil
 	}
 	if n, _ := f.files.index.ReadAt(pf.index, int64(first)*indexEntrySize); n < len(pf.index) {
@@ -352,7 +354,10 @@ func (f *Feed) prefetchLocked(reqs []Request) *prefetch {
 	// The data of consecutive blocks is contiguous; read what the index
 	// and leaves say it spans, if that is not too much.
 	lo := binary.LittleEndian.Uint64(pf.index)
-	last := merkle.ReadNode(2*(end-1), pf.tree[2*(end-1-first)*merkle.NodeSize:])
+	last, err := pf.node(2 * (end - 1))
+	if err != nil {
+		return pf // leaves and offsets still help; data is read per block
+	}
 	hi := binary.LittleEndian.Uint64(pf.index[indexEntrySize*(end-1-first):]) + last.Size
 	if hi < lo || hi-lo > maxPrefetch || hi > f.head.ByteLength {
 		return pf // leaves and offsets still help; data is read per block

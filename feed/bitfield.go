@@ -2,9 +2,7 @@ package feed
 
 import (
 	"encoding/binary"
-	"fmt"
 	"hash/crc32"
-	"io"
 	"maps"
 	"math/bits"
 	"slices"
@@ -77,6 +75,57 @@ func (b *bitfield) setRange(start, end uint64, v bool) {
 	}
 }
 
+// setNew sets blocks [start, end) and appends to fresh the ones that were
+// not set, so that a write that fails can clear exactly those again.
+func (b *bitfield) setNew(start, end uint64, fresh []uint64) []uint64 {
+	for i := start; i < end; i++ {
+		if !b.get(i) {
+			b.setRange(i, i+1, true)
+			fresh = append(fresh, i)
+		}
+	}
+	return fresh
+}
+
+// unset clears the given blocks.
+func (b *bitfield) unset(blocks []uint64) {
+	for _, i := range blocks {
+		b.setRange(i, i+1, false)
+	}
+}
+
+// touch marks page p to be written by the next flush, whatever it holds.
+func (b *bitfield) touch(p int) { b.dirty[p] = true }
+
+// anySet reports whether any of blocks [start, end) is set.
+func (b *bitfield) anySet(start, end uint64) bool {
+	for start < end {
+		p := start / pageBits
+		if p >= uint64(len(b.pages)) {
+			return false
+		}
+		stop := min(end, (p+1)*pageBits)
+		if pg := b.pages[p]; pg != nil {
+			lo, hi := start%pageBits, (stop-1)%pageBits+1 // bits [lo, hi) of the page
+			for ; lo < hi && lo%8 != 0; lo++ {
+				if pg[lo/8]&(1<<(lo%8)) != 0 {
+					return true
+				}
+			}
+			for ; lo < hi && hi%8 != 0; hi-- {
+				if pg[(hi-1)/8]&(1<<((hi-1)%8)) != 0 {
+					return true
+				}
+			}
+			if lo < hi && !isZero(pg[lo/8:hi/8]) {
+				return true
+			}
+		}
+		start = stop
+	}
+	return false
+}
+
 // firstMissing returns the first block at or after start that is not set, or
 // end if all of [start, end) are.
 func (b *bitfield) firstMissing(start, end uint64) uint64 {
@@ -114,18 +163,21 @@ func (b *bitfield) count(end uint64) uint64 {
 	return n
 }
 
-func (b *bitfield) load(f File) error {
+// load reads the bitfield file. A record that fails its checks is left out
+// (the page reads as empty) and its page returned in damaged, for the
+// caller to rebuild.
+func (b *bitfield) load(f File) (damaged []int, err error) {
 	size, err := fileSize(f)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	n := int(size / recordSize)
 	if n == 0 {
-		return nil
+		return nil, nil
 	}
 	buf := make([]byte, n*recordSize)
-	if _, err := f.ReadAt(buf, 0); err != nil && err != io.EOF {
-		return err
+	if err := readFull(f, buf, 0); err != nil {
+		return nil, err
 	}
 	b.pages = make([]*page, n)
 	for p := range n {
@@ -134,13 +186,14 @@ func (b *bitfield) load(f File) error {
 			continue
 		}
 		if binary.LittleEndian.Uint32(rec[pageBytes:]) != crc32.Checksum(rec[:pageBytes], castagnoli) || !isZero(rec[pageBytes+4:]) {
-			return fmt.Errorf("%w: bitfield page %d fails its checksum", ErrCorrupt, p)
+			damaged = append(damaged, p)
+			continue
 		}
 		pg := new(page)
 		copy(pg[:], rec)
 		b.pages[p] = pg
 	}
-	return nil
+	return damaged, nil
 }
 
 // flush writes the dirty pages to f.

@@ -12,18 +12,24 @@ import (
 const cacheSlots = 1 << 14
 
 // nodeCache holds tree nodes as they are on disk (absent ones as zero
-// nodes). Every write to the tree file goes through put, and whatever
-// rewrites the file wholesale calls reset, so a hit is what a read would
-// return.
+// nodes), each with whether it is known to be anchored (see
+// Feed.anchored). Every write to the tree file goes through put or
+// anchor, and whatever rewrites the file wholesale or removes nodes calls
+// reset, so a hit is what a read would return.
 type nodeCache struct {
 	mu    sync.Mutex
 	slots []cacheSlot
 }
 
 type cacheSlot struct {
-	tag  uint64 // index+1; 0 is empty
+	// tag is index+1 (0: empty), with tagAnchored set for a node known to
+	// be anchored: a flag of its own would make every slot a word longer.
+	tag  uint64
 	node merkle.Node
 }
+
+// tagAnchored is a bit that no index+1 has: indices are below 2^63.
+const tagAnchored = 1 << 63
 
 func (c *nodeCache) get(i uint64) (merkle.Node, bool) {
 	c.mu.Lock()
@@ -32,20 +38,36 @@ func (c *nodeCache) get(i uint64) (merkle.Node, bool) {
 		return merkle.Node{}, false
 	}
 	s := &c.slots[i%cacheSlots]
-	if s.tag != i+1 {
+	if s.tag&^tagAnchored != i+1 {
 		return merkle.Node{}, false
 	}
 	return s.node, true
 }
 
-func (c *nodeCache) put(ns ...merkle.Node) {
+// anchored reports whether the cache holds n and knows it to be anchored.
+func (c *nodeCache) anchored(n merkle.Node) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.slots == nil {
+		return false
+	}
+	s := &c.slots[n.Index%cacheSlots]
+	return s.tag == (n.Index+1)|tagAnchored && s.node == n
+}
+
+func (c *nodeCache) put(ns ...merkle.Node) { c.store(0, ns) }
+
+// anchor is put for nodes known to be anchored.
+func (c *nodeCache) anchor(ns ...merkle.Node) { c.store(tagAnchored, ns) }
+
+func (c *nodeCache) store(flags uint64, ns []merkle.Node) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.slots == nil {
 		c.slots = make([]cacheSlot, cacheSlots)
 	}
 	for _, n := range ns {
-		c.slots[n.Index%cacheSlots] = cacheSlot{tag: n.Index + 1, node: n}
+		c.slots[n.Index%cacheSlots] = cacheSlot{tag: (n.Index + 1) | flags, node: n}
 	}
 }
 

@@ -75,16 +75,16 @@ func (f *Feed) settleLocked() error {
 	if err := f.syncData(); err != nil {
 		return err
 	}
-	for _, r := range f.pending {
-		f.bits.setRange(r.start, r.end, true)
+	fresh, err := f.markHeld(f.pending...)
+	if err == nil {
+		if err = f.syncBitsLocked(); err != nil {
+			f.unmarkHeld(fresh)
+		}
+	}
+	if err != nil {
+		return err
 	}
 	f.pending = nil
-	if err := f.bits.flush(f.files.bits); err != nil {
-		return err
-	}
-	if err := f.syncBitsLocked(); err != nil {
-		return err
-	}
 	f.head, f.roots = f.tip, f.tipRoots
 	return nil
 }
@@ -104,12 +104,10 @@ func (f *Feed) commitRound() (uint64, error) {
 	f.mu.Unlock()
 
 	err := f.syncData()
+	var fresh []uint64
 	if err == nil {
 		f.mu.Lock()
-		for _, r := range pend {
-			f.bits.setRange(r.start, r.end, true)
-		}
-		err = f.bits.flush(f.files.bits)
+		fresh, err = f.markHeld(pend...)
 		if err == nil {
 			// Syncing under the lock keeps the flag honest; only replicas
 			// write bitfield pages, one round at a time.
@@ -123,6 +121,9 @@ func (f *Feed) commitRound() (uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err != nil {
+		// The round's blocks were not acknowledged: the feed no longer
+		// claims them, and fails until reopened.
+		f.unmarkHeld(fresh)
 		f.failed = err
 		return 0, err
 	}

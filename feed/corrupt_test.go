@@ -16,8 +16,10 @@ import (
 )
 
 // The corruption tests damage one byte of one file at a time and check that
-// the feed either repairs it (a header slot has a twin) or reports ErrCorrupt
-// from Open, Get, Prove or Verify, and that nothing it returns is wrong.
+// the feed either repairs it on Open (a header slot has a twin, a bitfield
+// page is rebuilt from the blocks it covers, a parent past the head is
+// cleared) or reports ErrCorrupt from Open, Get, Prove or Verify, and that
+// nothing it returns is wrong.
 
 type corruptCase struct {
 	dir      string
@@ -115,15 +117,18 @@ func (c *corruptCase) run(t *testing.T, sample func(name string, size int) []int
 			require.NoError(t, os.WriteFile(filepath.Join(c.dir, name), damaged, 0o600))
 			what := fmt.Sprintf("%s byte %d", name, pos)
 			detected := c.check(t, what)
-			if name == "header" {
-				// Each slot has a twin: one damaged slot is repaired on open,
-				// and the feed is whole.
-				require.False(t, detected, "%s: a damaged slot should be repaired from its twin", what)
-				got, err := os.ReadFile(filepath.Join(c.dir, name))
-				require.NoError(t, err)
-				require.Equal(t, orig, got, "%s: slot not repaired", what)
-			} else {
-				require.True(t, detected, "%s: damage went unnoticed", what)
+			got, err := os.ReadFile(filepath.Join(c.dir, name))
+			require.NoError(t, err)
+			repaired := bytes.Equal(orig, got)
+			switch name {
+			case "header", "bitfield":
+				// Each header slot has a twin, and a bitfield page records
+				// only what the blocks show: Open repairs either, and the
+				// feed is whole.
+				require.False(t, detected, "%s: a damaged slot or page should be repaired", what)
+				require.True(t, repaired, "%s: not repaired", what)
+			default:
+				require.True(t, detected || repaired, "%s: damage went unnoticed", what)
 			}
 			c.restore(t)
 			flips++
@@ -214,11 +219,23 @@ func TestCorruptionReplica(t *testing.T) {
 		blocks[i] = data
 	}
 	c := newCorruptCase(t, dir, r, blocks)
-	// A replica's index and data files have holes for the blocks it lacks;
-	// damage there touches nothing it holds or serves, so only the bytes of
-	// held blocks are damaged in those two files.
+	// A replica's files have holes for the blocks and nodes it lacks;
+	// damage there touches nothing it holds or serves (a write that did
+	// not finish leaves such records), so only the bytes of held blocks
+	// and stored nodes are damaged in those files.
 	held := func(name string, size int) []int {
 		switch name {
+		case "tree":
+			var out []int
+			tree := c.pristine["tree"]
+			for at := 0; at < len(tree); at += feed.NodeRecordSize {
+				if rec := tree[at : at+feed.NodeRecordSize]; !bytes.Equal(rec, make([]byte, feed.NodeRecordSize)) {
+					for k := range rec {
+						out = append(out, at+k)
+					}
+				}
+			}
+			return out
 		case "index":
 			var out []int
 			for i := range blocks {

@@ -35,9 +35,13 @@ var (
 	ErrStale = errors.New("feed: proof is not newer than the feed")
 	// ErrLocked: another process has the feed open.
 	ErrLocked = errors.New("feed: locked by another process")
-	// ErrFailed: an earlier write or sync failed and the feed refuses further
-	// writes until it is reopened, because the state on disk is uncertain.
+	// ErrFailed: an earlier write or sync failed in a way that left the
+	// state on disk uncertain, and the feed refuses writes (and Verify)
+	// until it is reopened.
 	ErrFailed = errors.New("feed: failed, reopen to recover")
+	// ErrVersion: the directory holds a feed in a storage format this
+	// package does not read: one written by another version of it.
+	ErrVersion = errors.New("feed: unsupported storage format version")
 	// ErrNotFound: the store holds no feed with that key or discovery key,
 	// or Options.MustExist found no feed in the directory.
 	ErrNotFound = errors.New("feed: not found")

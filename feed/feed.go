@@ -8,8 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io/fs"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -280,12 +280,9 @@ func (f *Feed) load(o *Options) error {
 		}
 		f.secret = sk
 	}
-	roots, err := merkle.RootsFrom(h.Length, func(i uint64) (merkle.Node, bool) {
-		n, err := f.readNode(i)
-		return n, err == nil && !n.IsZero()
-	})
+	roots, err := f.rootsOf(h.Length)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return err
 	}
 	if merkle.TreeHash(roots) != h.TreeHash {
 		return fmt.Errorf("%w: tree roots do not match the header's tree hash", ErrCorrupt)
@@ -303,13 +300,20 @@ func (f *Feed) load(o *Options) error {
 	if f.secret != nil && h.Length > 0 && len(h.Signature) == 0 {
 		return fmt.Errorf("%w: writer's head is unsigned", ErrCorrupt)
 	}
-	if err := f.bits.load(f.files.bits); err != nil {
+	damagedPages, err := f.bits.load(f.files.bits)
+	if err != nil {
+		return err
+	}
+	f.head, f.roots = h, roots
+	f.tip, f.tipRoots = h, roots
+	if err := f.rebuildPages(damagedPages); err != nil {
 		return err
 	}
 	if f.secret != nil && !h.Complete && f.bits.count(h.Length) == h.Length {
-		h.Complete = true // a full replica given its secret key: a writer now
+		// A full replica given its secret key: a writer now.
+		f.head.Complete, f.tip.Complete = true, true
 	}
-	if h.Complete {
+	if f.head.Complete {
 		// The feed holds every block below its length; check that the files
 		// are long enough for that, which a truncated copy would not be.
 		if err := f.checkSize(f.files.data, "data", int64(h.ByteLength)); err != nil {
@@ -319,8 +323,7 @@ func (f *Feed) load(o *Options) error {
 			return err
 		}
 	}
-	f.head, f.roots = h, roots
-	if err := f.trim(h.Length); err != nil {
+	if err := f.trim(h.Length, h.ByteLength); err != nil {
 		return err
 	}
 	if damaged {
@@ -330,6 +333,47 @@ func (f *Feed) load(o *Options) error {
 		}
 	}
 	return nil
+}
+
+// rebuildPages recomputes the bitfield pages that failed their checksums.
+// A page's record spans two 4 KiB pages of the file, so a write that fails
+// part way, or a power loss before its fsync, can tear it; but a bit only
+// records what the blocks show for themselves (see holdsBlock), so the
+// page is rebuilt from the blocks it covers rather than the whole feed
+// refused. It costs a read of those blocks, once, after such a failure.
+func (f *Feed) rebuildPages(pages []int) error {
+	for _, p := range pages {
+		f.log.Warn("feed: bitfield page damaged, rebuilding it from the blocks it covers", "page", p)
+		f.bits.touch(p)
+		if f.head.Complete {
+			continue // the header says every block is held; the page is not kept
+		}
+		for i := uint64(p) * pageBits; i < min(uint64(p+1)*pageBits, f.head.Length); i++ {
+			held, err := f.holdsBlock(i)
+			if err != nil {
+				return err
+			}
+			if held {
+				f.bits.setRange(i, i+1, true)
+			}
+		}
+	}
+	return nil
+}
+
+// holdsBlock reports whether block i is stored whole, which is what its
+// bit says: the block matches its checksum and its leaf, and the leaf is
+// anchored in the tree, so the block can be proved. A finished write of a
+// block leaves all of that before it sets the bit.
+func (f *Feed) holdsBlock(i uint64) (bool, error) {
+	_, leaf, err := f.readBlock(i)
+	if errors.Is(err, ErrCorrupt) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return f.anchored(leaf)
 }
 
 func (f *Feed) checkSize(fl File, name string, want int64) error {
@@ -343,36 +387,74 @@ func (f *Feed) checkSize(fl File, name string, want int64) error {
 	return nil
 }
 
-// trim removes whatever the files hold for blocks at or past length: the
-// leftovers of a write that stopped before its header, or of a truncation.
-// Its writes are idempotent, so a crash inside trim is repaired by the next.
-func (f *Feed) trim(length uint64) error {
-	size, err := fileSize(f.files.tree)
-	if err != nil {
+// trim removes whatever the files hold for blocks at or past length (of
+// byteLength bytes): the leftovers of a write that stopped before its
+// header, or of a truncation. Its writes are idempotent, so a crash inside
+// trim is repaired by the next.
+func (f *Feed) trim(length, byteLength uint64) error {
+	if _, err := f.clearParents(length); err != nil {
 		return err
 	}
-	end := int64(2*length) * merkle.NodeSize
-	if size > end {
-		f.cache.reset()
-		// Parents of the first removed leaf that start below it mix kept and
-		// removed blocks; writes always store a node at or past 2*length
-		// before such a parent, so a longer file is the sign to clear them.
-		zero := make([]byte, merkle.NodeSize)
-		for i := merkle.Parent(2 * length); int64(i)*merkle.NodeSize < size; i = merkle.Parent(i) {
-			if l, _ := merkle.Spans(i); l < 2*length {
-				if _, err := f.files.tree.WriteAt(zero, int64(i)*merkle.NodeSize); err != nil {
-					return err
-				}
+	return f.cutFiles(length, byteLength)
+}
+
+// nodeRecord is a tree record as it was on disk, kept to be put back.
+type nodeRecord struct {
+	index uint64
+	rec   [nodeSize]byte
+}
+
+// clearParents zeroes the parents that join blocks below length to blocks
+// at or past it: the nodes below 2·length that reach past the head, one at
+// most per level. Shortening the file does not remove them, and a write
+// past the head stores them in any order with the rest (with no fsync
+// between), so they are cleared whatever the file's length. It returns
+// what it changed, which a caller may have to put back; on error, that
+// includes the record it was zeroing.
+func (f *Feed) clearParents(length uint64) ([]nodeRecord, error) {
+	f.cache.reset()
+	var cleared []nodeRecord
+	var rec, zero [nodeSize]byte
+	for i := merkle.Parent(2 * length); merkle.Depth(i) < 63; i = merkle.Parent(i) {
+		if i >= 2*length {
+			if lo, _ := merkle.Spans(i); lo == 0 {
+				break // every node above starts at block 0 and lies past 2·length
 			}
+			continue
 		}
-		if err := f.files.tree.Truncate(end); err != nil {
+		clear(rec[:])
+		if n, err := f.files.tree.ReadAt(rec[:], int64(i)*nodeSize); n < nodeSize && err != nil && err != io.EOF {
+			return cleared, err
+		}
+		if isZero(rec[:]) {
+			continue
+		}
+		cleared = append(cleared, nodeRecord{index: i, rec: rec})
+		if _, err := f.files.tree.WriteAt(zero[:], int64(i)*nodeSize); err != nil {
+			return cleared, err
+		}
+	}
+	return cleared, nil
+}
+
+// restoreNodes writes back records that clearParents changed.
+func (f *Feed) restoreNodes(recs []nodeRecord) error {
+	f.cache.reset()
+	for _, r := range recs {
+		if _, err := f.files.tree.WriteAt(r.rec[:], int64(r.index)*nodeSize); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// cutFiles shortens the files to what the first length blocks (byteLength
+// bytes) take, and clears the bits of the blocks past them.
+func (f *Feed) cutFiles(length, byteLength uint64) error {
 	for _, x := range []struct {
 		fl   File
 		size int64
-	}{{f.files.index, int64(length) * indexEntrySize}, {f.files.data, int64(f.byteLength(length))}} {
+	}{{f.files.tree, int64(2*length) * nodeSize}, {f.files.index, int64(length) * indexEntrySize}, {f.files.data, int64(byteLength)}} {
 		s, err := fileSize(x.fl)
 		if err != nil {
 			return err
@@ -385,46 +467,6 @@ func (f *Feed) trim(length uint64) error {
 	}
 	f.bits.setRange(length, uint64(len(f.bits.pages))*pageBits, false)
 	return f.bits.flush(f.files.bits)
-}
-
-// byteLength returns the bytes in blocks [0, length) for a length not above
-// the head's: the sum of the sizes of its roots.
-func (f *Feed) byteLength(length uint64) uint64 {
-	if length == f.head.Length {
-		return f.head.ByteLength
-	}
-	var n uint64
-	for _, r := range merkle.Roots(length) {
-		if nd, err := f.readNode(r); err == nil {
-			n += nd.Size
-		}
-	}
-	return n
-}
-
-// readNode returns node i of the tree file, from the cache when it holds it.
-func (f *Feed) readNode(i uint64) (merkle.Node, error) {
-	if n, ok := f.cache.get(i); ok {
-		return n, nil
-	}
-	n, err := f.readNodeDisk(i)
-	if err == nil {
-		f.cache.put(n)
-	}
-	return n, err
-}
-
-// readNodeDisk reads node i from the tree file itself.
-func (f *Feed) readNodeDisk(i uint64) (merkle.Node, error) {
-	var b [merkle.NodeSize]byte
-	n, err := f.files.tree.ReadAt(b[:], int64(i)*merkle.NodeSize)
-	if n < merkle.NodeSize {
-		if err == io.EOF || err == nil {
-			return merkle.Node{Index: i}, nil // past the end: absent
-		}
-		return merkle.Node{}, err
-	}
-	return merkle.ReadNode(i, b[:]), nil
 }
 
 // Key returns the feed's public key.
@@ -543,21 +585,22 @@ func (f *Feed) readBlockFrom(i uint64, pf *prefetch, hash bool) ([]byte, merkle.
 	inRun := pf != nil && i >= pf.first && i < pf.end
 	if inRun {
 		k := i - pf.first
-		leaf = merkle.ReadNode(merkle.LeafIndex(i), pf.tree[2*k*merkle.NodeSize:])
+		leaf, err = pf.node(merkle.LeafIndex(i))
 		entry = pf.index[k*indexEntrySize : (k+1)*indexEntrySize]
 	} else {
 		// Random reads would only churn the cache: go to the disk.
-		if leaf, err = f.readNodeDisk(merkle.LeafIndex(i)); err != nil {
-			return nil, leaf, err
-		}
+		leaf, err = f.readNodeDisk(merkle.LeafIndex(i))
+	}
+	if err != nil {
+		return nil, leaf, err
 	}
 	if leaf.IsZero() || leaf.Size > MaxBlockSize {
 		return nil, leaf, fmt.Errorf("%w: leaf node of block %d is missing or damaged", ErrCorrupt, i)
 	}
 	if !inRun {
 		entry = make([]byte, indexEntrySize)
-		if _, err := f.files.index.ReadAt(entry, int64(i)*indexEntrySize); err != nil {
-			return nil, leaf, fmt.Errorf("%w: index of block %d: %v", ErrCorrupt, i, err)
+		if err := readFull(f.files.index, entry, int64(i)*indexEntrySize); err != nil {
+			return nil, leaf, fmt.Errorf("index entry of block %d: %w", i, err)
 		}
 	}
 	off, sum, ok := readIndexEntry(entry)
@@ -572,8 +615,8 @@ func (f *Feed) readBlockFrom(i uint64, pf *prefetch, hash bool) ([]byte, merkle.
 		data = pf.data[off-pf.dataAt : off-pf.dataAt+leaf.Size : off-pf.dataAt+leaf.Size]
 	} else {
 		data = make([]byte, leaf.Size)
-		if n, err := f.files.data.ReadAt(data, int64(off)); n < len(data) {
-			return nil, leaf, fmt.Errorf("%w: block %d: short read: %v", ErrCorrupt, i, err)
+		if err := readFull(f.files.data, data, int64(off)); err != nil {
+			return nil, leaf, fmt.Errorf("block %d: %w", i, err)
 		}
 	}
 	if crc32.Checksum(data, castagnoli) != sum {
@@ -605,11 +648,11 @@ func (f *Feed) Seek(off uint64) (index, rel uint64, err error) {
 		n := r
 		for merkle.Depth(n.Index) > 0 {
 			l, rt, _ := merkle.Children(n.Index)
-			left, err := f.readNode(l)
+			left, ok, err := f.storedNode(l)
 			if err != nil {
 				return 0, 0, fmt.Errorf("feed: seek: %w", err)
 			}
-			if left.IsZero() {
+			if !ok {
 				return 0, 0, fmt.Errorf("feed: seek: %w: node %d", ErrNotAvailable, l)
 			}
 			if off < left.Size {
@@ -668,11 +711,16 @@ func (f *Feed) writeCheck() error {
 	return nil
 }
 
-func (f *Feed) appendLocked(blocks [][]byte) (header, error) {
+func (f *Feed) appendLocked(blocks [][]byte) (_ header, err error) {
 	start := f.tip.Length
 	if uint64(len(blocks)) > merkle.MaxLength-start {
 		return header{}, fmt.Errorf("%w: feed would exceed %d blocks", ErrOutOfRange, uint64(merkle.MaxLength))
 	}
+	defer func() {
+		if err != nil {
+			f.discardLocked()
+		}
+	}()
 	var total int
 	for _, b := range blocks {
 		total += len(b)
@@ -712,6 +760,17 @@ func (f *Feed) appendLocked(blocks [][]byte) (header, error) {
 		return header{}, err
 	}
 	return next, nil
+}
+
+// discardLocked removes what a failed write left past the tip (data,
+// index entries, nodes, among them parents that join the tip's blocks to
+// the ones it did not add), so that the feed is as it was. If that fails
+// too, the files are not what the feed takes them for, and it refuses
+// writes until reopened: Open trims them.
+func (f *Feed) discardLocked() {
+	if err := f.trim(f.tip.Length, f.tip.ByteLength); err != nil && f.failed == nil {
+		f.failed = err
+	}
 }
 
 // parallelBytes is the batch size from which Append spreads its hashing over
@@ -808,27 +867,28 @@ func readIndexEntry(b []byte) (off uint64, sum uint32, ok bool) {
 // writeAppendNodes stores the nodes an append created. Those at or past leaf
 // 2*start fill one contiguous run (with zeros for parents not yet complete,
 // whose slots hold nothing valid); the few parents left of it, which join old
-// blocks to new ones, are written after it, as trim expects.
+// blocks to new ones, are written after it. Should the append not commit,
+// trim clears both, whichever of them reached the disk.
 func (f *Feed) writeAppendNodes(start, end uint64, created []merkle.Node) error {
 	lo, hi := 2*start, 2*end-1 // [lo, hi): leaves and complete parents of the new blocks
-	run := f.scratch(int(hi-lo) * merkle.NodeSize)
+	run := f.scratch(int(hi-lo) * nodeSize)
 	clear(run)
 	var left []merkle.Node
 	for _, n := range created {
 		if n.Index >= lo && n.Index < hi {
-			n.Put(run[(n.Index-lo)*merkle.NodeSize:])
+			putNode(run[(n.Index-lo)*nodeSize:], n)
 		} else {
 			left = append(left, n)
 		}
 	}
-	if _, err := f.files.tree.WriteAt(run, int64(lo)*merkle.NodeSize); err != nil {
+	if _, err := f.files.tree.WriteAt(run, int64(lo)*nodeSize); err != nil {
 		f.cache.reset() // the run may be partly written
 		return err
 	}
-	var b [merkle.NodeSize]byte
+	var b [nodeSize]byte
 	for _, n := range left {
-		n.Put(b[:])
-		if _, err := f.files.tree.WriteAt(b[:], int64(n.Index)*merkle.NodeSize); err != nil {
+		putNode(b[:], n)
+		if _, err := f.files.tree.WriteAt(b[:], int64(n.Index)*nodeSize); err != nil {
 			f.cache.reset()
 			return err
 		}
@@ -852,36 +912,69 @@ func (f *Feed) scratch(n int) []byte {
 }
 
 // commitLocked makes next the feed's tip, with the blocks in added now held.
-// Without sync it writes the header and publishes next at once; with sync it
-// leaves both to the group commit. On error nothing in memory changes.
-func (f *Feed) commitLocked(next *header, roots []merkle.Node, added blockRange) error {
+// Without sync it writes the bitfield, then the header (unless next has the
+// tip's sequence number: blocks under the head need no new one), and
+// publishes next at once; with sync it leaves all that to the group commit.
+// On error nothing in memory changes.
+func (f *Feed) commitLocked(next *header, roots []merkle.Node, added ...blockRange) error {
 	if next.Complete {
-		added = blockRange{} // the header says it all
+		added = nil // the header says it all
 	}
 	if f.sync {
 		f.tip, f.tipRoots = *next, roots
-		if added.end > added.start {
-			f.pending = append(f.pending, added)
+		for _, r := range added {
+			if r.end > r.start {
+				f.pending = append(f.pending, r)
+			}
 		}
 		return nil
 	}
-	f.bits.setRange(added.start, added.end, true)
-	err := f.bits.flush(f.files.bits)
-	if err == nil {
-		err = writeHeader(f.files.header, next, false)
-	}
+	fresh, err := f.markHeld(added...)
 	if err != nil {
-		f.bits.setRange(added.start, added.end, false)
-		// The header may now hold next in slot 0; put the old head back so a
-		// reopen finds the feed as this call leaves it.
-		if werr := writeHeader(f.files.header, &f.head, false); werr != nil {
-			f.failed = werr
-		}
 		return err
+	}
+	if next.Seq != f.tip.Seq {
+		if err := writeHeader(f.files.header, next, false); err != nil {
+			f.unmarkHeld(fresh)
+			// The header may now hold next in slot 0; put the old head back so a
+			// reopen finds the feed as this call leaves it.
+			if werr := writeHeader(f.files.header, &f.head, false); werr != nil && f.failed == nil {
+				f.failed = werr
+			}
+			return err
+		}
 	}
 	f.head, f.roots = *next, roots
 	f.tip, f.tipRoots = f.head, f.roots
 	return nil
+}
+
+// markHeld sets the bits of the blocks in rs and writes their pages. It
+// returns the blocks whose bits it set, for unmarkHeld should the write
+// they belong to fail later; if it fails itself, it has unmarked them.
+func (f *Feed) markHeld(rs ...blockRange) ([]uint64, error) {
+	var fresh []uint64
+	for _, r := range rs {
+		fresh = f.bits.setNew(r.start, r.end, fresh)
+	}
+	if err := f.bits.flush(f.files.bits); err != nil {
+		f.unmarkHeld(fresh)
+		return nil, err
+	}
+	return fresh, nil
+}
+
+// unmarkHeld clears the bits of blocks whose write failed, and tries to
+// write their pages back as they were. If that fails too the pages stay
+// dirty, for the next flush; meanwhile the file may say the blocks are
+// held, which they are (their data and nodes went first), or hold a page
+// torn by the failure, which Open rebuilds.
+func (f *Feed) unmarkHeld(blocks []uint64) {
+	if len(blocks) == 0 {
+		return
+	}
+	f.bits.unset(blocks)
+	_ = f.bits.flush(f.files.bits)
 }
 
 // Truncate cuts a writable feed to length blocks. As in Hypercore, the fork
@@ -926,12 +1019,9 @@ func (f *Feed) Truncate(length uint64) error {
 }
 
 func (f *Feed) truncateLocked(length uint64) (header, error) {
-	roots, err := merkle.RootsFrom(length, func(i uint64) (merkle.Node, bool) {
-		n, err := f.readNode(i)
-		return n, err == nil && !n.IsZero()
-	})
+	roots, err := f.rootsOf(length)
 	if err != nil {
-		return header{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return header{}, err
 	}
 	next := f.head
 	next.Seq++
@@ -946,31 +1036,44 @@ func (f *Feed) truncateLocked(length uint64) (header, error) {
 	next.Forks = slices.Clone(next.Forks)
 	next.addFork(f.head.Fork, next.Fork, length)
 	// The header goes first: until it is written, the files still hold the
-	// old head whole; after it, trim (here, or on the next open) removes what
-	// the old head had past length.
+	// old head whole. Then the parents that join kept blocks to removed
+	// ones are zeroed, which can be undone (their records are kept): a
+	// failure up to there puts the old head back. Only then are the files
+	// cut, which cannot be undone: a failure there leaves the truncation
+	// done, and the feed failed until reopened, when Open trims again.
+	// Nothing here needs an fsync but the header's: a crash that loses
+	// the rest leaves it for Open to redo, and the next commit syncs it.
 	if err := writeHeader(f.files.header, &next, f.sync); err != nil {
-		if werr := writeHeader(f.files.header, &f.head, f.sync); werr != nil {
-			f.failed = werr
-		}
+		f.undoTruncateLocked(nil)
+		return header{}, err
+	}
+	if cleared, err := f.clearParents(length); err != nil {
+		f.undoTruncateLocked(cleared)
 		return header{}, err
 	}
 	f.head, f.roots = next, roots
 	f.tip, f.tipRoots = f.head, f.roots
-	if err := f.trim(length); err != nil {
+	if err := f.cutFiles(length, next.ByteLength); err != nil {
 		f.failed = err
 		return header{}, err
 	}
-	if f.sync {
-		err := f.syncData()
-		if err == nil {
-			err = f.syncBitsLocked()
-		}
-		if err != nil {
-			f.failed = err
-			return header{}, err
-		}
-	}
 	return next, nil
+}
+
+// undoTruncateLocked puts back the nodes a failed truncation zeroed (durably,
+// in sync mode, before a header names them again) and then the old header.
+// If it cannot, the feed fails until reopened.
+func (f *Feed) undoTruncateLocked(cleared []nodeRecord) {
+	err := f.restoreNodes(cleared)
+	if err == nil && f.sync && len(cleared) > 0 {
+		err = f.files.tree.Sync()
+	}
+	if err == nil {
+		err = writeHeader(f.files.header, &f.head, f.sync)
+	}
+	if err != nil && f.failed == nil {
+		f.failed = err
+	}
 }
 
 // syncData syncs the files a header points into, all at once: the file

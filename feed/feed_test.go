@@ -824,9 +824,9 @@ func TestProveManyDamagedNodes(t *testing.T) {
 	tree := filepath.Join(dir, "tree")
 	clean, err := os.ReadFile(tree)
 	require.NoError(t, err)
-	for n := 0; n < len(clean)/merkle.NodeSize; n++ {
+	for n := 0; n < len(clean)/feed.NodeRecordSize; n++ {
 		damaged := bytes.Clone(clean)
-		damaged[n*merkle.NodeSize+merkle.NodeSize-1] ^= 1 // the last byte of its hash
+		damaged[n*feed.NodeRecordSize+merkle.NodeSize-1] ^= 1 // the last byte of its hash
 		require.NoError(t, os.WriteFile(tree, damaged, 0o600))
 		w, err := feed.Open(dir, nil)
 		if errors.Is(err, feed.ErrCorrupt) {

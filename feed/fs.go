@@ -88,3 +88,16 @@ func writeSmallFile(fsys FS, name string, data []byte) error {
 	}
 	return errors.Join(err, fl.Close())
 }
+
+// readFull reads len(b) bytes at off. A file that ends first is damage:
+// the feed reads only what its header says was written.
+func readFull(f File, b []byte, off int64) error {
+	n, err := f.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	if err == io.EOF || err == nil {
+		return fmt.Errorf("%w: the file ends %d bytes short", ErrCorrupt, len(b)-n)
+	}
+	return err
+}

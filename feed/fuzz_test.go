@@ -198,6 +198,11 @@ func FuzzDecodeHeader(f *testing.F) {
 		f.Add(b[:100], false)
 	}
 	f.Add([]byte{}, false)
+	// A whole slot of the format before this one.
+	prev := seeds[2].encode()
+	binary.LittleEndian.PutUint32(prev[8:], headerVersion-1)
+	fuzzSealSlot(prev[:])
+	f.Add(prev[:], false)
 
 	f.Fuzz(func(t *testing.T, in []byte, fixCRC bool) {
 		// Any length at all is refused, never a panic.
@@ -213,6 +218,10 @@ func FuzzDecodeHeader(f *testing.F) {
 		if err != nil {
 			if !errors.Is(err, errBadSlot) {
 				t.Fatalf("refusal is not errBadSlot: %v", err)
+			}
+			sealed := crc32.Checksum(slot[:headerSlotSize-4], castagnoli) == binary.LittleEndian.Uint32(slot[headerSlotSize-4:])
+			if sealed && bytes.Equal(slot[:8], headerMagic[:]) && binary.LittleEndian.Uint32(slot[8:]) != headerVersion && !errors.Is(err, ErrVersion) {
+				t.Fatalf("a whole slot of another version is refused without ErrVersion: %v", err)
 			}
 			return
 		}
@@ -333,27 +342,21 @@ func FuzzBitfieldLoad(f *testing.F) {
 				}
 			}
 		}
-		wantErr := false
+		var wantDamaged []int
 		for p := range n {
 			rec := in[p*recordSize : (p+1)*recordSize]
 			if !isZero(rec) && (binary.LittleEndian.Uint32(rec[pageBytes:]) != crc32.Checksum(rec[:pageBytes], castagnoli) || !isZero(rec[pageBytes+4:])) {
-				wantErr = true
+				wantDamaged = append(wantDamaged, p)
 			}
 		}
 
 		b := newBitfield()
-		err := b.load(&fuzzFile{name: "bitfield", data: in})
+		damaged, err := b.load(&fuzzFile{name: "bitfield", data: in})
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("load failed without ErrCorrupt: %v", err)
-			}
-			if !wantErr {
-				t.Fatalf("load refused a file whose records all check: %v", err)
-			}
-			return
+			t.Fatalf("load failed: %v", err)
 		}
-		if wantErr {
-			t.Fatal("load accepted a record that fails its checks")
+		if !slices.Equal(damaged, wantDamaged) {
+			t.Fatalf("load reports pages %v damaged, the records that fail their checks are %v", damaged, wantDamaged)
 		}
 		if len(b.pages) != n {
 			t.Fatalf("%d pages from %d whole records", len(b.pages), n)
@@ -363,10 +366,11 @@ func FuzzBitfieldLoad(f *testing.F) {
 			rec := in[p*recordSize : (p+1)*recordSize]
 			pg := b.pages[p]
 			switch {
-			case isZero(rec):
+			case isZero(rec) || slices.Contains(damaged, p):
 				if pg != nil {
-					t.Fatalf("page %d: an unwritten record loaded as a page", p)
+					t.Fatalf("page %d: an unwritten or damaged record loaded as a page", p)
 				}
+				continue
 			case pg == nil:
 				t.Fatalf("page %d: a written record did not load", p)
 			case !bytes.Equal(pg[:], rec[:pageBytes]):
@@ -381,11 +385,11 @@ func FuzzBitfieldLoad(f *testing.F) {
 			t.Fatalf("count is %d, records hold %d set bits", got, ones)
 		}
 		// get reads bits one at a time where count reads whole pages; both
-		// must see the records' bits.
+		// must see the records' bits, and none of a damaged record's.
 		for p := range n {
 			for _, j := range []uint64{0, 1, 7, 8, pageBits/2 + 3, pageBits - 1} {
 				i := uint64(p)*pageBits + j
-				want := in[p*recordSize+int(j/8)]&(1<<(j%8)) != 0
+				want := !slices.Contains(damaged, p) && in[p*recordSize+int(j/8)]&(1<<(j%8)) != 0
 				if b.get(i) != want {
 					t.Fatalf("get(%d) = %v, record says %v", i, !want, want)
 				}
@@ -404,8 +408,8 @@ func FuzzBitfieldLoad(f *testing.F) {
 			t.Fatal(err)
 		}
 		b2 := newBitfield()
-		if err := b2.load(out); err != nil {
-			t.Fatalf("flushed bitfield does not load: %v", err)
+		if damaged, err := b2.load(out); err != nil || len(damaged) > 0 {
+			t.Fatalf("flushed bitfield does not load: %v, pages %v damaged", err, damaged)
 		}
 		for p := range n {
 			var want, got page

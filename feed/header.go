@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 
 	"github.com/hyperfeed/hyperfeed/merkle"
 )
@@ -20,7 +21,7 @@ const (
 	headerSlotSize = 512
 	headerSlots    = 2
 	headerFileSize = headerSlotSize * headerSlots
-	headerVersion  = 2
+	headerVersion  = 3
 	maxForkHistory = 8
 
 	flagSigned   = 1 << 0
@@ -108,7 +109,7 @@ func decodeHeader(b []byte) (header, error) {
 		return h, fmt.Errorf("%w: not a hyperfeed header", errBadSlot)
 	}
 	if v := binary.LittleEndian.Uint32(b[8:]); v != headerVersion {
-		return h, fmt.Errorf("%w: version %d, want %d", errBadSlot, v, headerVersion)
+		return h, fmt.Errorf("%w: %w %d (this package reads %d)", errBadSlot, ErrVersion, v, headerVersion)
 	}
 	flags := binary.LittleEndian.Uint32(b[12:])
 	r := b[16:]
@@ -145,24 +146,33 @@ func decodeHeader(b []byte) (header, error) {
 func readHeader(f File) (h header, damaged bool, err error) {
 	var buf [headerFileSize]byte
 	n, err := f.ReadAt(buf[:], 0)
-	if n < headerFileSize && err != nil {
-		// A short file still has a whole slot 0 if the crash came after it.
-		if n < headerSlotSize {
-			return h, false, fmt.Errorf("%w: header file is %d bytes", ErrCorrupt, n)
-		}
+	if n < headerFileSize && err != nil && err != io.EOF {
+		return h, false, err
+	}
+	// A short file still has a whole slot 0 if the crash came after it.
+	if n < headerSlotSize {
+		return h, false, fmt.Errorf("%w: header file is %d bytes", ErrCorrupt, n)
 	}
 	var found bool
+	var verr error // a whole slot of another format version
 	for i := range headerSlots {
-		s, err := decodeHeader(buf[i*headerSlotSize : (i+1)*headerSlotSize])
+		slot := buf[i*headerSlotSize : (i+1)*headerSlotSize]
+		s, err := decodeHeader(slot)
 		if err != nil {
 			damaged = true
+			if errors.Is(err, ErrVersion) {
+				verr = fmt.Errorf("%w %d (this package reads %d)", ErrVersion, binary.LittleEndian.Uint32(slot[8:]), headerVersion)
+			}
 			continue
 		}
 		if !found || s.Seq > h.Seq {
 			h, found = s, true
 		}
 	}
-	if !found {
+	switch {
+	case !found && verr != nil:
+		return h, damaged, verr
+	case !found:
 		return h, damaged, fmt.Errorf("%w: no whole header slot", ErrCorrupt)
 	}
 	return h, damaged, nil

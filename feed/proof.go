@@ -1,6 +1,7 @@
 package feed
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -63,10 +64,12 @@ func (f *Feed) blockRequestLocked(i uint64, tree *prefetch) Request {
 	r := Request{Fork: f.tip.Fork, Length: f.tip.Length, Upgrade: i >= f.tip.Length}
 	// Climb from the leaf until a node this feed already trusts: the proof
 	// needs only the siblings below it. Without one, ask for the whole path
-	// and let the prover stop at its root.
+	// and let the prover stop at its root. A node the disk fails to read is
+	// not trusted: the request asks for more, and ApplyProof meets the
+	// failure again.
 	nodes := uint64(0)
 	for n := merkle.LeafIndex(i); nodes < 64; n = merkle.Parent(n) {
-		if _, ok := f.trustedFrom(n, tree); ok {
+		if _, ok, err := f.trustedFrom(n, tree); ok && err == nil {
 			break
 		}
 		nodes++
@@ -89,42 +92,12 @@ func (f *Feed) treeUnderLocked(blocks []uint64) *prefetch {
 	if last-first >= maxTreeUnder || last >= merkle.MaxLength {
 		return nil
 	}
-	tree := &prefetch{first: first, end: last + 1, tree: make([]byte, (2*(last-first)+1)*merkle.NodeSize)}
+	tree := &prefetch{first: first, end: last + 1, tree: make([]byte, (2*(last-first)+1)*nodeSize)}
 	// Past the end of the file, nodes are absent: zeros, as read.
-	if _, err := f.files.tree.ReadAt(tree.tree, int64(2*first)*merkle.NodeSize); err != nil && err != io.EOF {
+	if _, err := f.files.tree.ReadAt(tree.tree, int64(2*first)*nodeSize); err != nil && err != io.EOF {
 		return nil
 	}
 	return tree
-}
-
-// trustedFrom is trustedLocked taking stored nodes from tree when it holds
-// them.
-func (f *Feed) trustedFrom(i uint64, tree *prefetch) (merkle.Node, bool) {
-	if tree == nil || i < 2*tree.first || i >= 2*tree.end-1 || slices.ContainsFunc(f.tipRoots, func(r merkle.Node) bool { return r.Index == i }) {
-		return f.trustedLocked(i)
-	}
-	if !merkle.Covered(i, f.tip.Length) {
-		return merkle.Node{}, false
-	}
-	n := merkle.ReadNode(i, tree.tree[(i-2*tree.first)*merkle.NodeSize:])
-	return n, !n.IsZero()
-}
-
-// trustedLocked returns node i if it belongs to the tip's tree and is stored.
-func (f *Feed) trustedLocked(i uint64) (merkle.Node, bool) {
-	if !merkle.Covered(i, f.tip.Length) {
-		return merkle.Node{}, false
-	}
-	for _, r := range f.tipRoots {
-		if r.Index == i {
-			return r, true
-		}
-	}
-	n, err := f.readNode(i)
-	if err != nil || n.IsZero() {
-		return merkle.Node{}, false
-	}
-	return n, true
 }
 
 // Prove answers a peer's request from this feed's signed head. It returns the
@@ -176,19 +149,25 @@ func (f *Feed) proveUpgrade(start uint64) (*merkle.UpgradeProof, error) {
 		return nil, fmt.Errorf("%w: no signed head", ErrNotAvailable)
 	}
 	u := &merkle.UpgradeProof{Start: start, Length: f.head.Length, Signature: slices.Clone(f.head.Signature)}
+	// A replica may lack these nodes, or hold one a write left torn; it
+	// then has no upgrade to give. A writer lacks none.
 	for _, i := range merkle.UpgradeNodes(start, f.head.Length) {
-		n, err := f.nodeLocked(i)
+		n, ok, err := f.storedNode(i)
 		if err != nil {
 			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: node %d", ErrNotAvailable, i)
 		}
 		u.Nodes = append(u.Nodes, n)
 	}
 	// Check the proof against this feed's own roots, so that a damaged node
 	// is reported here rather than sent.
-	startRoots, err := merkle.RootsFrom(start, func(i uint64) (merkle.Node, bool) {
-		n, err := f.nodeLocked(i)
-		return n, err == nil
-	})
+	t := trust{f: f}
+	startRoots, err := merkle.RootsFrom(start, t.stored)
+	if t.err != nil {
+		return nil, t.err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotAvailable, err)
 	}
@@ -249,8 +228,11 @@ func (f *Feed) proveBlock(req *BlockRequest, pf *prefetch) (*merkle.BlockProof, 
 	}
 	if len(b.Nodes) > 0 && !matched {
 		top, err := f.nodeFrom(cur.Index, pf)
-		if err != nil || top != cur {
+		if errors.Is(err, ErrNotAvailable) || err == nil && top != cur {
 			return nil, nil, fmt.Errorf("%w: proof path of block %d does not match stored node %d", ErrCorrupt, i, cur.Index)
+		}
+		if err != nil {
+			return nil, nil, err
 		}
 	}
 	pf.check(climbed)
@@ -259,17 +241,19 @@ func (f *Feed) proveBlock(req *BlockRequest, pf *prefetch) (*merkle.BlockProof, 
 
 // nodeFrom is nodeLocked taking the node from pf when it holds it.
 func (f *Feed) nodeFrom(i uint64, pf *prefetch) (merkle.Node, error) {
-	if pf != nil && i >= 2*pf.first && i < 2*pf.end-1 {
-		n := merkle.ReadNode(i, pf.tree[(i-2*pf.first)*merkle.NodeSize:])
-		if n.IsZero() {
-			return n, fmt.Errorf("%w: node %d", ErrNotAvailable, i)
-		}
-		return n, nil
+	if !pf.holds(i) {
+		return f.nodeLocked(i)
 	}
-	return f.nodeLocked(i)
+	n, err := pf.node(i)
+	if err == nil && n.IsZero() {
+		err = fmt.Errorf("%w: node %d", ErrNotAvailable, i)
+	}
+	return n, err
 }
 
-// nodeLocked reads stored node i of the head's tree.
+// nodeLocked reads stored node i of the head's tree, which the caller
+// needs: a record that fails its checksum is ErrCorrupt, an absent node
+// ErrNotAvailable.
 func (f *Feed) nodeLocked(i uint64) (merkle.Node, error) {
 	n, err := f.readNode(i)
 	if err != nil {
@@ -373,11 +357,15 @@ func (f *Feed) applyLocked(p *merkle.Proof, data []byte) (next header, events []
 	roots := f.tipRoots
 	established := map[uint64]merkle.Node{}
 	upgraded := false
+	t := trust{f: f}
 	if u := p.Upgrade; u != nil && (forkChange || u.Length > tip.Length) {
 		if u.Start > tip.Length {
 			return next, nil, fmt.Errorf("%w: upgrade starts at %d, past this feed's length %d", ErrInvalidProof, u.Start, tip.Length)
 		}
-		startRoots, err := merkle.RootsFrom(u.Start, f.trustedLocked)
+		startRoots, err := merkle.RootsFrom(u.Start, t.node)
+		if t.err != nil {
+			return next, nil, t.err
+		}
 		if err != nil {
 			return next, nil, fmt.Errorf("%w: %v", ErrNotAvailable, err)
 		}
@@ -407,13 +395,16 @@ func (f *Feed) applyLocked(p *merkle.Proof, data []byte) (next header, events []
 		if !merkle.Covered(i, keep) {
 			return merkle.Node{}, false
 		}
-		return f.trustedLocked(i)
+		return t.node(i)
 	}
 	if b := p.Block; b != nil {
 		if b.Index >= length {
 			return next, nil, fmt.Errorf("%w: block %d past length %d", ErrInvalidProof, b.Index, length)
 		}
 		nodes, err := dropSurplus(b, trusted).Verify(data, trusted)
+		if t.err != nil {
+			return next, nil, t.err
+		}
 		if err != nil {
 			return next, nil, err
 		}
@@ -426,7 +417,13 @@ func (f *Feed) applyLocked(p *merkle.Proof, data []byte) (next header, events []
 		return next, nil, fmt.Errorf("%w: upgrade to %d, feed is at %d", ErrStale, p.Upgrade.Length, tip.Length)
 	}
 
-	// Everything verified: store it.
+	// Everything verified: store it. A write that fails leaves nothing of
+	// the proof past the tip.
+	defer func() {
+		if err != nil {
+			f.discardLocked()
+		}
+	}()
 	next = *tip
 	if err := f.materializeLocked(&next); err != nil {
 		return next, nil, err
@@ -438,7 +435,10 @@ func (f *Feed) applyLocked(p *merkle.Proof, data []byte) (next header, events []
 		cut := next
 		cut.Seq++
 		cut.Length = keep
-		cutRoots, err := merkle.RootsFrom(keep, f.trustedLocked)
+		cutRoots, err := merkle.RootsFrom(keep, t.node)
+		if t.err != nil {
+			return next, nil, t.err
+		}
 		if err != nil {
 			return next, nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
@@ -455,7 +455,7 @@ func (f *Feed) applyLocked(p *merkle.Proof, data []byte) (next header, events []
 			return next, nil, err
 		}
 		f.head, f.roots, f.tip, f.tipRoots = cut, cutRoots, cut, cutRoots
-		if err := f.trim(keep); err != nil {
+		if err := f.trim(keep, cut.ByteLength); err != nil {
 			f.failed = err
 			return next, nil, err
 		}
@@ -496,11 +496,6 @@ func (f *Feed) applyLocked(p *merkle.Proof, data []byte) (next header, events []
 		added = blockRange{b.Index, b.Index + 1}
 		events = append(events, Event{Kind: EventBlock, Index: b.Index, Length: next.Length, Fork: next.Fork})
 	}
-	if next.Seq == tip.Seq {
-		// A block under the current head: no new header, only its bit.
-		f.bits.setRange(added.start, added.end, true)
-		return next, events, f.bits.flush(f.files.bits)
-	}
 	return next, events, f.commitLocked(&next, roots, added)
 }
 
@@ -533,35 +528,36 @@ func dropSurplus(b *merkle.BlockProof, trusted func(uint64) (merkle.Node, bool))
 	return b
 }
 
-// writeNodes stores verified nodes, highest index first, so that trim finds
-// the tree file longer than the head if a crash stops the write before its
-// header.
+// writeNodes stores verified nodes. They are anchored once written (see
+// Feed.anchored): a proof's nodes reach a node the feed trusts, and carry
+// every sibling on the way.
 func (f *Feed) writeNodes(nodes map[uint64]merkle.Node) error {
 	// Proofs of neighbouring blocks repeat the upper path; what is stored
 	// already needs no write.
 	for i, n := range nodes {
 		if c, ok := f.cache.get(i); ok && c == n {
 			delete(nodes, i)
+			f.cache.anchor(n)
 		}
 	}
 	idx := slices.Sorted(maps.Keys(nodes))
 	// Runs of consecutive indices (a leaf, its parent and its sibling are
-	// consecutive) go in one write each, the highest run first.
+	// consecutive) go in one write each.
 	for end := len(idx); end > 0; {
 		start := end - 1
 		for start > 0 && idx[start-1] == idx[start]-1 {
 			start--
 		}
-		run := f.scratch((end - start) * merkle.NodeSize)
+		run := f.scratch((end - start) * nodeSize)
 		for k, i := range idx[start:end] {
-			nodes[i].Put(run[k*merkle.NodeSize:])
+			putNode(run[k*nodeSize:], nodes[i])
 		}
-		if _, err := f.files.tree.WriteAt(run, int64(idx[start])*merkle.NodeSize); err != nil {
+		if _, err := f.files.tree.WriteAt(run, int64(idx[start])*nodeSize); err != nil {
 			f.cache.reset()
 			return err
 		}
 		for _, i := range idx[start:end] {
-			f.cache.put(nodes[i])
+			f.cache.anchor(nodes[i])
 		}
 		end = start
 	}
@@ -592,8 +588,14 @@ func (f *Feed) offsetOf(i uint64, roots []merkle.Node, established map[uint64]me
 			ln, ok := established[l]
 			if !ok {
 				var err error
-				if ln, err = f.nodeLocked(l); err != nil {
-					return 0, fmt.Errorf("%w: offset of block %d: %v", ErrCorrupt, i, err)
+				ln, err = f.nodeLocked(l)
+				if errors.Is(err, ErrNotAvailable) {
+					// The proof reached a node that is anchored, which its
+					// left siblings are stored with.
+					return 0, fmt.Errorf("%w: offset of block %d: node %d missing", ErrCorrupt, i, l)
+				}
+				if err != nil {
+					return 0, fmt.Errorf("offset of block %d: %w", i, err)
 				}
 			}
 			off += ln.Size

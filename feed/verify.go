@@ -2,6 +2,7 @@ package feed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -15,14 +16,25 @@ const verifyChunk = 1 << 16
 
 // Verify checks everything the feed holds against its signed head: the
 // signature, the roots, every stored node against its children, and every
-// stored block against its leaf. It reads the whole feed and holds off
-// writers meanwhile. A failure is ErrCorrupt, naming the first bad block or
-// node.
+// stored block against its leaf and its path to a root. It reads the whole
+// feed and holds off writers meanwhile. A failure is ErrCorrupt, naming
+// the first bad block or node, or the error of a read that failed.
+//
+// On a replica, stored nodes that no block it holds depends on may be left
+// over from a write that did not finish: whole, as the proof that brings
+// them again has them, or torn, failing their checksums. Verify passes
+// those, but no node that contradicts its children or the roots.
+//
+// A feed that failed (see ErrFailed) is not verified: until it is
+// reopened, what its files hold is not known to match the head it shows.
 func (f *Feed) Verify(ctx context.Context) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if f.closed {
+	switch {
+	case f.closed:
 		return fmt.Errorf("feed: verify: %w", ErrClosed)
+	case f.failed != nil:
+		return fmt.Errorf("feed: verify: %w: %v", ErrFailed, f.failed)
 	}
 	if err := f.verifyLocked(ctx); err != nil {
 		return fmt.Errorf("feed: verify: %w", err)
@@ -48,36 +60,59 @@ func (f *Feed) verifyLocked(ctx context.Context) error {
 		}
 	}
 	complete := f.head.Complete // then every node and block below the length must be there
+	// holds reports whether the feed holds a block under node i, whose
+	// path then runs through i.
+	holds := func(i uint64) bool {
+		if complete {
+			return true
+		}
+		first, end := merkle.Blocks(i)
+		return f.bits.anySet(first, min(end, h.Length))
+	}
 	roots := merkle.Roots(h.Length)
 	end := 2 * h.Length // nodes [0, end) may belong to the head's tree
-	buf := make([]byte, verifyChunk*merkle.NodeSize)
+	buf := make([]byte, verifyChunk*nodeSize)
 	for base := uint64(0); base < end; base += verifyChunk {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		count := min(uint64(verifyChunk), end-base)
-		chunk := buf[:count*merkle.NodeSize]
-		n, err := f.files.tree.ReadAt(chunk, int64(base)*merkle.NodeSize)
+		chunk := buf[:count*nodeSize]
+		n, err := f.files.tree.ReadAt(chunk, int64(base)*nodeSize)
 		if err != nil && err != io.EOF {
 			return err
 		}
 		clear(chunk[n:]) // past the end of the file: absent
+		// node returns node i; a record that fails its checksum is
+		// errDamagedNode.
 		node := func(i uint64) (merkle.Node, error) {
 			if i >= base && i < base+count {
-				return merkle.ReadNode(i, chunk[(i-base)*merkle.NodeSize:]), nil
+				return decodeNode(i, chunk[(i-base)*nodeSize:])
 			}
 			return f.readNodeDisk(i)
 		}
+		// whole returns node i and whether it is stored whole.
+		whole := func(i uint64) (merkle.Node, bool, error) {
+			nd, err := node(i)
+			if errors.Is(err, errDamagedNode) {
+				return nd, false, nil
+			}
+			return nd, err == nil && !nd.IsZero(), err
+		}
 		for i := base; i < base+count; i++ {
+			nd, err := node(i)
+			damaged := errors.Is(err, errDamagedNode)
+			if err != nil && !damaged {
+				return err
+			}
 			if !merkle.Covered(i, h.Length) {
 				// Parents that reach past the head are never stored (trim
 				// and the writes keep them zero), so anything here is damage.
-				if nd, _ := node(i); !nd.IsZero() {
+				if damaged || !nd.IsZero() {
 					return fmt.Errorf("%w: node %d is past the head but not empty", ErrCorrupt, i)
 				}
 				continue
 			}
-			nd, _ := node(i)
 			if merkle.Depth(i) == 0 {
 				if b := i / 2; f.has(b) {
 					if _, _, err := f.readBlock(b); err != nil {
@@ -87,38 +122,35 @@ func (f *Feed) verifyLocked(ctx context.Context) error {
 					return fmt.Errorf("%w: bitfield lacks block %d", ErrCorrupt, b)
 				}
 			}
-			if nd.IsZero() {
-				if complete {
+			if damaged || nd.IsZero() {
+				// A node is needed if it is a root, or if a held block lies
+				// under its parent: it is on that block's path, or beside it.
+				// Any other may be missing, or left torn by a write that did
+				// not finish.
+				if complete || slices.Contains(roots, i) || holds(merkle.Parent(i)) {
+					if damaged {
+						return fmt.Errorf("%w: node %d fails its checksum", ErrCorrupt, i)
+					}
 					return fmt.Errorf("%w: node %d missing", ErrCorrupt, i)
 				}
 				continue
-			}
-			// Every stored node is vouched for: a root by the tree hash, any
-			// other by its parent, which every proof stores with it.
-			if !slices.Contains(roots, i) {
-				if p, err := node(merkle.Parent(i)); err != nil || p.IsZero() {
-					return fmt.Errorf("%w: node %d is stored without its parent", ErrCorrupt, i)
-				}
 			}
 			if merkle.Depth(i) == 0 {
 				continue
 			}
 			l, r, _ := merkle.Children(i)
-			ln, err := node(l)
+			ln, lok, err := whole(l)
 			if err != nil {
 				return err
 			}
-			rn, err := node(r)
+			rn, rok, err := whole(r)
 			if err != nil {
 				return err
 			}
-			if ln.IsZero() != rn.IsZero() {
-				return fmt.Errorf("%w: node %d has one child stored", ErrCorrupt, i)
-			}
-			if ln.IsZero() {
+			if !lok || !rok {
 				// A replica stores a node without its children when the node
-				// came as a sibling in a proof; its parent vouches for it.
-				if complete {
+				// came as a sibling in a proof, or in an upgrade.
+				if holds(i) {
 					return fmt.Errorf("%w: children of node %d missing", ErrCorrupt, i)
 				}
 				continue

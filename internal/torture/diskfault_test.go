@@ -391,43 +391,34 @@ func TestWriteFaults(t *testing.T) {
 	}
 	figure(t, "diskfaults.writes", "%d write, sync and disk-full faults injected, one per call of appends, truncations and replica stores (sync and not): no acknowledged write lost, no failed call half done on disk",
 		total)
-	var bugs []string
+	var faults []string
 	if len(misreported) > 0 {
-		bugs = append(bugs, fmt.Sprintf("%d failed calls did not report the disk's error (errors.Is the injected errno "+
+		faults = append(faults, fmt.Sprintf("%d failed calls did not report the disk's error (errors.Is the injected errno "+
 			"fails; %d claim ErrCorrupt), e.g. %s", len(misreported), corruptClaims, misreported[0]))
 	}
 	if unopenable > 0 {
-		bugs = append(bugs, fmt.Sprintf("%d left a feed that does not open at all, e.g. %s: a bitfield record "+
-			"written in part (a short write, as an EIO in the middle of a write leaves) fails its checksum, and Open "+
-			"refuses the whole feed", unopenable, openExample))
+		faults = append(faults, fmt.Sprintf("%d left a feed that does not open at all, e.g. %s", unopenable, openExample))
 	}
 	if torn > 0 || stuck > 0 {
-		bugs = append(bugs, fmt.Sprintf("%d left a replica holding a node that does not match its children (a short "+
-			"write tore it; writeNodes neither writes nodes whole nor undoes them), e.g. %s; %d reopened replicas then "+
-			"refused the writer's honest proof of a block they lacked, for good (a peer sending it would be "+
-			"disconnected as a protocol breaker), e.g. %s", torn, tornExample, stuck, stuckExample))
+		faults = append(faults, fmt.Sprintf("%d left a replica holding a node that does not match its children, e.g. %s; "+
+			"%d reopened replicas then refused the writer's honest proof of a block they lacked, e.g. %s",
+			torn, tornExample, stuck, stuckExample))
 	}
 	if poisoned > 0 {
-		bugs = append(bugs, fmt.Sprintf("%d left the feed refusing the next, sound write with ErrCorrupt until "+
+		faults = append(faults, fmt.Sprintf("%d left the feed refusing the next, sound write with ErrCorrupt until "+
 			"reopened, e.g. %s", poisoned, poisonExample))
 	}
 	if stale > 0 {
-		bugs = append(bugs, fmt.Sprintf("%d left a feed that reopens with everything acknowledged but fails Verify, "+
-			"e.g. %s. A write that fails part way leaves nodes of the failed call in the tree file "+
-			"(writeAppendNodes resets only the cache; a replica's writeNodes likewise): on a writer, a parent past "+
-			"the head that the next, shorter append does not overwrite and trim does not clear (it clears only when "+
-			"the file is longer than 2*length nodes); on a replica, nodes of blocks it never stored", stale, staleExample))
+		faults = append(faults, fmt.Sprintf("%d left a feed that reopens with everything acknowledged but fails Verify, "+
+			"e.g. %s", stale, staleExample))
 	}
 	if tookEffect > 0 {
-		bugs = append(bugs, fmt.Sprintf("(minor) %d took effect in memory nonetheless (the feed is as after the "+
-			"call), e.g. %s; in %d the effect did not reach the disk (reopened, the feed is as before), e.g. %s. "+
-			"truncateLocked publishes the new header and then fails on trim (which the next open redoes); "+
-			"storeBlocksLocked sets the blocks' bits in memory and returns the bitfield's write error without "+
-			"clearing them, so Has reports blocks a restart forgets. doc.go says a failed write leaves the feed as "+
-			"it was", tookEffect, effectExample, disagree, disagreeExample))
+		faults = append(faults, fmt.Sprintf("%d took effect in memory nonetheless (the feed is as after the call), "+
+			"e.g. %s; in %d the effect did not reach the disk (reopened, the feed is as before), e.g. %s",
+			tookEffect, effectExample, disagree, disagreeExample))
 	}
-	if len(bugs) > 0 {
-		t.Skipf("BUG: of %d failed calls:\n- %s", total, strings.Join(bugs, "\n- "))
+	if len(faults) > 0 {
+		t.Fatalf("of %d failed calls:\n- %s", total, strings.Join(faults, "\n- "))
 	}
 }
 
@@ -517,10 +508,7 @@ func TestReadFaults(t *testing.T) {
 	}
 	figure(t, "diskfaults.reads", "%d read paths run with a file unreadable (EIO); every feed sound again once the disk was", tried)
 	if len(misreported) > 0 {
-		t.Skipf("BUG: %d of %d calls with a file unreadable did not fail with its EIO, most reporting ErrCorrupt, "+
-			"which tells the caller the feed is damaged when the disk only failed a read (RootsFrom's callbacks in "+
-			"load and truncateLocked read `err == nil && !n.IsZero()`, turning a read error into a missing root; "+
-			"readHeader turns a failed read into \"header file is 0 bytes\"):\n%s",
+		t.Fatalf("%d of %d calls with a file unreadable did not fail with its EIO:\n%s",
 			len(misreported), tried, strings.Join(misreported, "\n"))
 	}
 }
@@ -619,9 +607,8 @@ func TestReplicationPausesOnDiskFault(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
 			if err := d.Wait(ctx); err != nil {
-				t.Skipf("BUG: once the disk was healthy again the replica did not complete its download in 15 s "+
-					"(%d of %d blocks): a failed store left the feed refusing sound proofs until reopened (see "+
-					"TestWriteFaults)", r.Downloaded(), n)
+				t.Fatalf("once the disk was healthy again the replica did not complete its download in 15 s "+
+					"(%d of %d blocks)", r.Downloaded(), n)
 			}
 			figure(t, "diskfaults.resume."+strings.ReplaceAll(kind, " ", "-"), "download completed %v after the disk was healthy", time.Since(healed).Round(time.Millisecond))
 			requireSame(t, w, r)
@@ -678,21 +665,14 @@ func TestReplicationAcrossServerReadFaults(t *testing.T) {
 	require.Less(t, lastSecond, int64(100_000), "the replica kept asking a writer that could not read")
 
 	broken.Store(false)
-	healed := time.Now()
+	healed, dials := time.Now(), net.Stats().Dials
 	ctx, cancel := context.WithTimeout(context.Background(), scale.stallWait)
 	defer cancel()
 	if err := d.Wait(ctx); err != nil {
-		stuck := r.Downloaded()
-		// A new session asks again.
-		net.BreakAll()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		t.Skipf("BUG: the writer's disk reads again, but the replica's download stays at %d of %d blocks for %v on "+
-			"the same session: each block the writer answered NoData for (a read failed) was dropped from its "+
-			"holdings (Session.handle, NoData: c.peerHas.drop) and is never asked of it again, though nothing says "+
-			"the writer lost it. After breaking the connection, the new session completed the download: %v",
-			stuck, n, scale.stallWait, d.Wait(ctx) == nil)
+		t.Fatalf("the writer's disk reads again, but the replica's download stays at %d of %d blocks for %v on "+
+			"the same session", r.Downloaded(), n, scale.stallWait)
 	}
+	require.Equal(t, dials, net.Stats().Dials, "the download completed on a new connection, not the same session")
 	figure(t, "diskfaults.serverreads.resume", "download completed %v after the writer's disk read again", time.Since(healed).Round(time.Millisecond))
 	requireSame(t, w, r)
 }

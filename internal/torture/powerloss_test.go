@@ -120,8 +120,8 @@ func TestPowerLossWriter(t *testing.T) {
 				"%d crashes (%d inside an operation, %d inside Open) after %d acknowledged operations; every acknowledged write held; feed ended at %d blocks, fork %d",
 				scale.powerTrials, midOp, inOpen, ops, len(acked.tags), acked.fork)
 			if unverified.total() > 0 {
-				t.Skipf("BUG: after %d of %d crashes the feed reopened with every acknowledged block, but Verify "+
-					"fails: %v; see TestPowerLossStaleNode", unverified.total(), scale.powerTrials, &unverified)
+				t.Fatalf("after %d of %d crashes the feed reopened with every acknowledged block, but Verify "+
+					"fails: %v", unverified.total(), scale.powerTrials, &unverified)
 			}
 		})
 	}
@@ -173,13 +173,8 @@ func TestPowerLossStaleNode(t *testing.T) {
 				}
 			}
 			if bad > 0 {
-				t.Skipf("BUG: %d of %d power losses (%v model) in the middle of an append (sync mode) leave a feed that "+
-					"opens with the old head but fails Verify, e.g. %s. writeAppendNodes writes the run of new nodes "+
-					"(which extends the tree file) and then the parents joining old blocks to new, with no sync between, "+
-					"and trim (on open, or after a truncation) zeroes parents and then shortens the file; trim clears "+
-					"parents past the head only when the tree file is longer than 2*length nodes, trusting the earlier "+
-					"write to have reached the disk before the later one. After a power loss either may survive without "+
-					"the other: a parent past the head survives, the file is not longer, and nothing clears it", bad, crashes, kind, example)
+				t.Fatalf("%d of %d power losses (%v model) in the middle of an append (sync mode) leave a feed that "+
+					"opens with the old head but fails Verify, e.g. %s", bad, crashes, kind, example)
 			}
 		})
 	}
@@ -232,11 +227,8 @@ func TestPowerLossBitfield(t *testing.T) {
 				}
 			}
 			if failed > 0 {
-				t.Skipf("BUG: %d of %d power losses (%v model) while a sync-mode replica stored one block left a "+
-					"replica that does not open: %s. A bitfield record (4096 bytes of bits and an 8-byte checksum "+
-					"tail, 4104 bytes) is overwritten in place, spanning two 4 KiB pages (nine sectors); a power loss "+
-					"after the write and before its fsync tears it, and Open refuses the whole feed with ErrCorrupt, "+
-					"though the header (two slots) and the blocks it names are intact", failed, crashes, kind, example)
+				t.Fatalf("%d of %d power losses (%v model) while a sync-mode replica stored one block left a "+
+					"replica that does not open: %s", failed, crashes, kind, example)
 			}
 		})
 	}
@@ -305,7 +297,7 @@ func TestPowerLossGroupCommit(t *testing.T) {
 	figure(t, "powerloss.groupcommit", "%d power losses under %d concurrent appenders; %d acknowledged blocks all held; %d failed Verify",
 		trials, appenders, len(acked), unverified.total())
 	if unverified.total() > 0 {
-		t.Skipf("BUG: %d of %d feeds reopened with every acknowledged block but failed Verify: %v; see TestPowerLossStaleNode",
+		t.Fatalf("%d of %d feeds reopened with every acknowledged block but failed Verify: %v",
 			unverified.total(), trials, &unverified)
 	}
 }
@@ -426,15 +418,13 @@ func TestPowerLossReplica(t *testing.T) {
 			figure(t, "powerloss.replica."+kind.String(), "%d power losses of a replica taking proofs (%d while storing), %d acknowledgements checked (%d inside a fork change); every acknowledged block held where the replica opened; %d did not open, %d failed Verify",
 				trials, cut, events, forked, unopenable, unverified.total())
 			if unopenable > 0 {
-				t.Skipf("BUG: after a power loss (%v model) in sync mode, %d of %d replicas did not open at all, e.g. %s; see TestPowerLossBitfield",
+				t.Fatalf("after a power loss (%v model) in sync mode, %d of %d replicas did not open at all, e.g. %s",
 					kind, unopenable, trials, openExample)
 			}
 			if unverified.total() > 0 || !finished || finalVerify != nil {
-				t.Skipf("BUG: after a power loss (%v model) in sync mode, %d of %d replicas reopened with every "+
+				t.Fatalf("after a power loss (%v model) in sync mode, %d of %d replicas reopened with every "+
 					"acknowledged block but failed Verify: %v; afterwards the replica converged with the writer: %v "+
-					"(then Verify: %v). Nodes a replica writes for blocks whose commit did not survive stay in the tree "+
-					"file (trim clears only past the head), some without the sibling or parent written beside them",
-					kind, unverified.total(), trials, &unverified, finished, finalVerify)
+					"(then Verify: %v)", kind, unverified.total(), trials, &unverified, finished, finalVerify)
 			}
 		})
 	}

@@ -1,0 +1,104 @@
+package feed
+
+import (
+	"errors"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/hyperfeed/hyperfeed/merkle"
+)
+
+// TestBitfieldAnySet checks anySet, which skips whole bytes, against bits
+// read one at a time, over ranges that start and end anywhere in a byte and
+// cross pages, missing pages and the end.
+func TestBitfieldAnySet(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for trial := range 40 {
+		b := newBitfield()
+		end := uint64(3*pageBits + 100)
+		var set []uint64
+		for range rng.IntN(6) {
+			i := rng.Uint64N(end)
+			b.setRange(i, i+1, true)
+			set = append(set, i)
+		}
+		if trial%3 == 0 && len(b.pages) > 1 {
+			b.pages[1] = nil // a page never written
+		}
+		for range 25 {
+			start := rng.Uint64N(end + 10)
+			if len(set) > 0 && rng.IntN(2) == 0 {
+				// Just before or after a set bit, in its byte or the next.
+				start = max(set[rng.IntN(len(set))]+uint64(rng.IntN(17)), 8) - 8
+			}
+			span := uint64(300)
+			if rng.IntN(5) == 0 {
+				span = 2 * pageBits
+			}
+			stop := start + rng.Uint64N(span)
+			want := false
+			for i := start; i < stop; i++ {
+				want = want || b.get(i)
+			}
+			if got := b.anySet(start, stop); got != want {
+				t.Fatalf("anySet(%d, %d) = %v, bits say %v", start, stop, got, want)
+			}
+		}
+	}
+}
+
+// TestBitfieldUnsetFresh checks that a failed write clears only the bits it
+// set, and that the pages it touched are written again.
+func TestBitfieldUnsetFresh(t *testing.T) {
+	b := newBitfield()
+	b.setRange(3, 5, true)
+	clear(b.dirty)
+	fresh := b.setNew(2, 7, nil)
+	if len(fresh) != 3 || fresh[0] != 2 || fresh[1] != 5 || fresh[2] != 6 {
+		t.Fatalf("fresh bits %v, want [2 5 6]", fresh)
+	}
+	clear(b.dirty) // as a flush that wrote the page before the failure
+	b.unset(fresh)
+	for i := range uint64(8) {
+		if b.get(i) != (i == 3 || i == 4) {
+			t.Fatalf("bit %d is %v after the undo", i, b.get(i))
+		}
+	}
+	if !b.dirty[0] {
+		t.Fatal("the page the failed write changed is not to be written again")
+	}
+}
+
+// TestNodeRecord checks the tree record: whole, absent, and written in part
+// or damaged, which is neither.
+func TestNodeRecord(t *testing.T) {
+	n := merkle.Leaf(5, []byte("block 5"))
+	var rec [nodeSize]byte
+	putNode(rec[:], n)
+	if got, err := decodeNode(n.Index, rec[:]); err != nil || got != n {
+		t.Fatalf("decoded %v, %v; want %v", got, err, n)
+	}
+	var zero [nodeSize]byte
+	if got, err := decodeNode(7, zero[:]); err != nil || !got.IsZero() || got.Index != 7 {
+		t.Fatalf("an absent record decoded as %v, %v", got, err)
+	}
+	for cut := 1; cut < nodeSize; cut++ {
+		// A write stopped after cut bytes, or whose first cut bytes were
+		// lost, over an absent node.
+		var head, tail [nodeSize]byte
+		copy(head[:cut], rec[:cut])
+		copy(tail[cut:], rec[cut:])
+		for _, torn := range [][nodeSize]byte{head, tail} {
+			if torn == rec || torn == zero {
+				continue // the padding is zeros: nothing was lost
+			}
+			if _, err := decodeNode(n.Index, torn[:]); !errors.Is(err, errDamagedNode) || !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("a record torn at byte %d decoded with %v", cut, err)
+			}
+		}
+	}
+	rec[nodeSize-1] = 1 // the padding
+	if _, err := decodeNode(n.Index, rec[:]); !errors.Is(err, errDamagedNode) {
+		t.Fatalf("a record with padding set decoded with %v", err)
+	}
+}
