@@ -6,10 +6,16 @@ import (
 	"github.com/hyperfeed/hyperfeed/merkle"
 )
 
-// cacheSlots is the size of a feed's node cache: direct-mapped by index, it
-// keeps the upper tree and the recent edge in memory, which most proofs and
-// offsets read again and again.
-const cacheSlots = 1 << 14
+// cacheSlots is the most slots a feed's node cache has: direct-mapped by
+// index, it keeps the upper tree and the recent edge in memory, which most
+// proofs and offsets read again and again. It starts at minCacheSlots and
+// doubles as larger indices come in, up to this, so that a process holding
+// thousands of small feeds (a Store of replicas) spends memory by the size
+// of their trees, not about a megabyte each.
+const (
+	cacheSlots    = 1 << 14
+	minCacheSlots = 1 << 6
+)
 
 // nodeCache holds tree nodes as they are on disk (absent ones as zero
 // nodes), each with whether it is known to be anchored (see
@@ -37,7 +43,7 @@ func (c *nodeCache) get(i uint64) (merkle.Node, bool) {
 	if c.slots == nil {
 		return merkle.Node{}, false
 	}
-	s := &c.slots[i%cacheSlots]
+	s := &c.slots[i&uint64(len(c.slots)-1)]
 	if s.tag&^tagAnchored != i+1 {
 		return merkle.Node{}, false
 	}
@@ -51,7 +57,7 @@ func (c *nodeCache) anchored(n merkle.Node) bool {
 	if c.slots == nil {
 		return false
 	}
-	s := &c.slots[n.Index%cacheSlots]
+	s := &c.slots[n.Index&uint64(len(c.slots)-1)]
 	return s.tag == (n.Index+1)|tagAnchored && s.node == n
 }
 
@@ -63,11 +69,27 @@ func (c *nodeCache) anchor(ns ...merkle.Node) { c.store(tagAnchored, ns) }
 func (c *nodeCache) store(flags uint64, ns []merkle.Node) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.slots == nil {
-		c.slots = make([]cacheSlot, cacheSlots)
-	}
 	for _, n := range ns {
-		c.slots[n.Index%cacheSlots] = cacheSlot{tag: (n.Index + 1) | flags, node: n}
+		if n.Index >= uint64(len(c.slots)) && len(c.slots) < cacheSlots {
+			c.grow(n.Index)
+		}
+		c.slots[n.Index&uint64(len(c.slots)-1)] = cacheSlot{tag: (n.Index + 1) | flags, node: n}
+	}
+}
+
+// grow makes room for index i without collisions below it, within
+// cacheSlots, keeping what the cache holds.
+func (c *nodeCache) grow(i uint64) {
+	size := max(len(c.slots), minCacheSlots)
+	for uint64(size) <= i && size < cacheSlots {
+		size *= 2
+	}
+	old := c.slots
+	c.slots = make([]cacheSlot, size)
+	for _, s := range old {
+		if s.tag != 0 {
+			c.slots[(s.tag&^tagAnchored-1)&uint64(size-1)] = s
+		}
 	}
 }
 
