@@ -11,7 +11,9 @@
 // Directory are synchronous and deterministic, start no goroutines, and take
 // the time as an argument. The runtime (StartUserSession, GetUsers,
 // FindUserSession, presence, the swarm wiring) lives in node.go, written
-// separately on top of these types.
+// separately on top of these types; an Observer (Observe, in observer.go)
+// is that runtime without a device of its own, which follows a directory
+// without appearing in it.
 //
 // # Keys
 //

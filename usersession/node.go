@@ -71,7 +71,8 @@ const (
 )
 
 // deliverTimeout bounds how long Logout and Unregister wait for the
-// connected peers to take the entry before the node closes.
+// connected peers to take the entry before the node closes, unless none
+// has taken it by then (see Node.deliver).
 const deliverTimeout = 2 * time.Second
 
 // directoryKey is the rendezvous feed key of topic.
@@ -259,40 +260,12 @@ func startNode(ctx context.Context, alias string, s UserSession, cfg Config) (_ 
 		return nil, fmt.Errorf("%w: Peers: %w", ErrInvalidConfig, err)
 	}
 
-	nctx, cancel := context.WithCancel(context.Background())
-	n := &Node{
-		cfg:         cfg,
-		log:         cfg.Logger.With("alias", alias),
-		alias:       alias,
-		dirKey:      directoryKey(cfg.Topic),
-		started:     time.Now(),
-		statics:     map[netip.AddrPort]swarm.PeerKey{},
-		ctx:         nctx,
-		cancel:      cancel,
-		kick:        make(chan struct{}, 1),
-		pend:        newPending(),
-		dir:         NewDirectory(cfg.MaxSessions),
-		devices:     map[DeviceKey]*deviceFeed{},
-		peers:       map[swarm.PeerKey]*peerState{},
-		addrs:       map[DeviceKey]string{},
-		dialed:      map[string]bool{},
-		listed:      map[DeviceKey]uint64{},
-		presence:    map[DeviceKey]reach{},
-		watchers:    map[*watcher]bool{},
-		changed:     make(chan struct{}),
-		touched:     true,
-		listChanged: true,
-	}
+	n := newNode(alias, cfg)
 	defer func() {
 		if err != nil {
 			n.Close()
 		}
 	}()
-	for _, p := range cfg.Peers {
-		if ap, ok := parseAddrPort(p); ok {
-			n.statics[ap] = swarm.PeerKey{}
-		}
-	}
 	kp, err := n.openFiles()
 	if err != nil {
 		return nil, err
@@ -348,6 +321,43 @@ func startNode(ctx context.Context, alias string, s UserSession, cfg Config) (_ 
 	}
 	n.log.Info("usersession: logged in", "ip", login.IP, "port", login.Port, "swarm", login.Swarm)
 	return n, nil
+}
+
+// newNode returns a node that has opened nothing yet, so that Close may end
+// a start that fails at any point. An observer is such a node that never
+// opens a device of its own (see Observe): every method it uses copes with
+// a nil identity and own feed.
+func newNode(alias string, cfg Config) *Node {
+	nctx, cancel := context.WithCancel(context.Background())
+	n := &Node{
+		cfg:         cfg,
+		log:         cfg.Logger.With("alias", alias),
+		alias:       alias,
+		dirKey:      directoryKey(cfg.Topic),
+		started:     time.Now(),
+		statics:     map[netip.AddrPort]swarm.PeerKey{},
+		ctx:         nctx,
+		cancel:      cancel,
+		kick:        make(chan struct{}, 1),
+		pend:        newPending(),
+		dir:         NewDirectory(cfg.MaxSessions),
+		devices:     map[DeviceKey]*deviceFeed{},
+		peers:       map[swarm.PeerKey]*peerState{},
+		addrs:       map[DeviceKey]string{},
+		dialed:      map[string]bool{},
+		listed:      map[DeviceKey]uint64{},
+		presence:    map[DeviceKey]reach{},
+		watchers:    map[*watcher]bool{},
+		changed:     make(chan struct{}),
+		touched:     true,
+		listChanged: true,
+	}
+	for _, p := range cfg.Peers {
+		if ap, ok := parseAddrPort(p); ok {
+			n.statics[ap] = swarm.PeerKey{}
+		}
+	}
+	return n
 }
 
 // sessionFields checks s and returns the Login to append (Port 0 standing
@@ -448,9 +458,7 @@ func swarmAddr(listen, ip string, port int) string {
 }
 
 // openFiles opens the data directory: the identity (created on first
-// use), the swarm key, the store and every feed in it, and this device's
-// feed. It folds every device feed into the directory, so that the node
-// answers from disk before it meets any peer.
+// use), the feeds (openFeeds), and this device's feed.
 func (n *Node) openFiles() (swarm.KeyPair, error) {
 	dir := n.cfg.Dir
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -470,12 +478,30 @@ func (n *Node) openFiles() (swarm.KeyPair, error) {
 		return swarm.KeyPair{}, err
 	}
 	n.id = id
+	kp, err := n.openFeeds()
+	if err != nil {
+		return swarm.KeyPair{}, err
+	}
+	return kp, n.openDevice()
+}
+
+// openFeeds opens the swarm key, the store and every feed in it. It folds
+// every device feed into the directory, so that the node answers from disk
+// before it meets any peer.
+func (n *Node) openFeeds() (swarm.KeyPair, error) {
+	dir := n.cfg.Dir
 	kp, err := swarm.LoadOrCreateKeyPair(filepath.Join(dir, peerKeyFile))
 	if err != nil {
 		return swarm.KeyPair{}, err
 	}
 	n.store, err = feed.OpenStore(filepath.Join(dir, feedsDir), &feed.StoreOptions{Logger: n.cfg.Logger})
 	if err != nil {
+		return swarm.KeyPair{}, err
+	}
+	// The store locks feed by feed: the rendezvous feed first, so that a
+	// second process on this directory fails here (feed.ErrLocked), not
+	// with a warning for every device feed.
+	if _, err := n.store.Get(n.dirKey); err != nil {
 		return swarm.KeyPair{}, err
 	}
 
@@ -503,7 +529,7 @@ func (n *Node) openFiles() (swarm.KeyPair, error) {
 	}
 	n.refreshLocked(now)
 	n.mu.Unlock()
-	return kp, n.openDevice()
+	return kp, nil
 }
 
 // openDevice picks this device's feed: the first generation whose
@@ -1078,11 +1104,13 @@ func (n *Node) dialsLocked(redial bool) []string {
 		if peer == n.sw.Key() {
 			continue // an older address of this node
 		}
-		if s, err := n.dir.Session(dev); err != nil || s.Started.IsZero() {
-			continue // unregistered, or not logged in
-		}
+		// Connected or dialled first: Session copies the session, and in a
+		// full mesh every step would copy every one.
 		if p := n.peers[peer]; (p != nil && p.up) || n.dialed[addr] {
 			continue
+		}
+		if s, err := n.dir.Session(dev); err != nil || s.Started.IsZero() {
+			continue // unregistered, or not logged in
 		}
 		n.dialed[addr] = true
 		out = append(out, addr)
@@ -1393,7 +1421,9 @@ func AddDevice(dir string, exported, passphrase []byte) error {
 // session's tokens and shows the device offline everywhere at once, waits
 // (within ctx, and 2 s at most) until the connected peers hold it, and
 // closes the node. Peers not reached get it when they next meet a peer
-// that has it. It fails only if the logout could not be written.
+// that has it; so if after 2 s no peer holds it, Logout waits on, up to
+// OfflineAfter, until one does. It fails only if the logout could not be
+// written.
 func (n *Node) Logout(ctx context.Context) error {
 	i, err := n.append(&Logout{At: time.Now().UnixMilli()})
 	if err != nil {
@@ -1424,15 +1454,39 @@ func (n *Node) Unregister(ctx context.Context) error {
 }
 
 // deliver waits until every peer with this device's feed open holds its
-// first length blocks, within ctx and deliverTimeout.
+// first length blocks, within ctx and deliverTimeout. If by then no peer
+// lists them in its device list, it waits on, within ctx and OfflineAfter,
+// until one does: an entry that no peer took before this node closed is
+// lost to every node, and a logout's revocation with it, until this
+// device comes back, whereas one peer passes it on to the others. A busy
+// peer can be that slow: every session carries every device feed, so each
+// entry costs each node work for each of its own peers.
 func (n *Node) deliver(ctx context.Context, length uint64) {
-	ctx, cancel := context.WithTimeout(ctx, deliverTimeout)
-	defer cancel()
 	if n.ownRep == nil {
 		return
 	}
-	if err := n.ownRep.Delivered(ctx, length); err != nil {
-		n.log.Info("usersession: not every peer took the last entry before closing", "err", err)
+	dctx, cancel := context.WithTimeout(ctx, deliverTimeout)
+	err := n.ownRep.Delivered(dctx, length)
+	cancel()
+	if err == nil {
+		return
+	}
+	ctx, cancel = context.WithTimeout(ctx, n.cfg.OfflineAfter)
+	defer cancel()
+	for {
+		n.mu.Lock()
+		changed, held := n.changed, n.listed[n.ownKey] >= length
+		n.mu.Unlock()
+		if held || len(n.sw.Peers()) == 0 {
+			n.log.Info("usersession: not every peer took the last entry before closing", "err", err, "taken", held)
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			n.log.Warn("usersession: no peer took the last entry before closing", "err", ctx.Err())
+			return
+		}
 	}
 }
 

@@ -87,10 +87,47 @@
 // until interrupted, which ends it with status 0. An interrupted clone exits
 // 130 (SIGINT) or 143 (SIGTERM) and says how far it got.
 //
+//	hyperfeed users [--watch] [--json] [--wait DURATION] [--topic NAME] [--dir DIR]
+//	                [--heartbeat DURATION] [--offline-after DURATION] [--max-sessions N]
+//
+// Show the directory of users and sessions of package usersession, a line
+// per device of every user listed: the name it is listed under, the device
+// (its name and the first 8 hex digits of its key), the address its session
+// publishes (ip:port, "-" once logged out), whether it is online, and when
+// users last saw it ("now" while connected to it, "-" if never). Users
+// observes the directory without joining it: it has no identity and appends
+// nothing, so nobody lists it. It finds peers by mDNS or --peer and waits
+// until each has told it the devices it knows, those devices' feeds have
+// come in, and the devices logged in have connected to it (or had a
+// heartbeat to), at most --wait (default 10s), then prints the table; if
+// the wait runs out, it prints what it has and warns. Presence comes from
+// its own connections, as a node's does, so a device it cannot reach shows
+// offline. --topic names the directory (default "hyperfeed-users");
+// --heartbeat, --offline-after and --max-sessions must be what its nodes use
+// (usersession.Config), or users may disagree with them on who is online.
+//
+// With --json, users prints a JSON array, an object per device with the
+// fields alias, identity, device, device_name, primary (the device a lookup
+// of the name answers with), address, online, last_seen and started (RFC
+// 3339, or null), and metadata.
+//
+// With --watch, users goes on until SIGINT or SIGTERM, which end it with
+// status 0. On a terminal it redraws the table as the directory changes;
+// otherwise it prints the table, then a line per change, "TIME KIND NAME
+// ADDRESS DEVICE", KIND being joined, left, updated or unregistered, for
+// the name's primary device; with --json, the whole array again on one line
+// after each change. Without --watch, an interrupted users exits 130 or 143.
+//
+// Users keeps the feeds it replicates, and its peer key, in --dir; by
+// default in hyperfeed/usersession/observer/ under the user's cache
+// directory ($XDG_CACHE_HOME or ~/.cache on Linux), in a directory per
+// topic. --key-file does not apply. A second users running meanwhile takes
+// a temporary directory.
+//
 // # Global flags
 //
 // These go before or after the command name. The network flags matter to
-// share, clone and cat --live only.
+// share, clone, cat --live and users only.
 //
 //	--iface NAME        announce and browse by mDNS on interface NAME only
 //	                    (repeatable; default: every multicast interface)

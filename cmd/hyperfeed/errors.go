@@ -76,7 +76,7 @@ func exitCode(err error) int {
 // layer of wrapping repeats ("feed: open d: feed: locked ...").
 func tidy(msg string) string {
 	msg = strings.ReplaceAll(msg, "\n", "; ")
-	for _, p := range []string{"feed: ", "swarm: "} {
+	for _, p := range []string{"feed: ", "swarm: ", "usersession: "} {
 		msg = strings.TrimPrefix(msg, p)
 		msg = strings.ReplaceAll(msg, ": "+p, ": ")
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 // globals are the flags every command takes, before or after its name. Only
-// share, clone and cat --live go on the network; the others ignore the
+// share, clone, cat --live and users go on the network; the others ignore the
 // network flags, so that a line of flags can be reused across commands.
 type globals struct {
 	ifaces     stringList
@@ -136,6 +136,9 @@ func (e *env) parse(fs *flag.FlagSet, args []string, want int) ([]string, error)
 		}
 		operands, args = append(operands, rest[0]), rest[1:]
 	}
+	if len(operands) != want && want == 0 {
+		return nil, usageErrorf("takes no operands, got %q (see hyperfeed help %s)", operands[0], e.cmd.name)
+	}
 	if len(operands) != want {
 		return nil, usageErrorf("want %s, got %d operand(s) (see hyperfeed help %s)", e.cmd.args, len(operands), e.cmd.name)
 	}
@@ -211,7 +214,7 @@ func mainUsage() string {
 
 func commandUsage(c *command, fs *flag.FlagSet) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "usage: hyperfeed %s [flags] %s\n\n%s%s.\n", c.name, c.args, strings.ToUpper(c.summary[:1]), c.summary[1:])
+	fmt.Fprintf(&b, "usage: %s\n\n%s%s.\n", strings.TrimSpace("hyperfeed "+c.name+" [flags] "+c.args), strings.ToUpper(c.summary[:1]), c.summary[1:])
 	if c.details != "" {
 		fmt.Fprintf(&b, "%s\n", c.details)
 	}
@@ -245,7 +248,7 @@ func printFlags(w io.Writer, fs *flag.FlagSet, keep func(*flag.Flag) bool) {
 			fmt.Fprintf(w, " %s", name)
 		}
 		fmt.Fprintf(w, "\n      %s", usage)
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
 			fmt.Fprintf(w, " (default %q)", f.DefValue)
 		}
 		fmt.Fprintln(w)

@@ -41,9 +41,9 @@ var commands = []*command{
 	{"clone", "KEY DIR", "download the feed with KEY from peers into DIR",
 		"Finds peers by mDNS or --peer, downloads every block of the newest head a peer\nshows, verifies and exits 0. Run it again on an interrupted clone to resume it.",
 		cmdClone},
-	// users: reserved for the user-session commands that arrive with package
-	// usersession. Add its entry here (and its section in doc.go); nothing
-	// else in this file needs to change.
+	{"users", "", "show the users and sessions of a usersession directory",
+		"Observes the directory without joining it (no identity, nothing appended): waits until\nits peers and their devices are found, at most --wait, and prints a line per device.\nWith --watch it keeps the table up to date until interrupted, which ends it with status 0.",
+		cmdUsers},
 }
 
 func lookup(name string) *command {

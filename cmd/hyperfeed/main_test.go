@@ -67,7 +67,7 @@ func checkArgs(t *testing.T, args []string) {
 		}
 	}
 	asksHelp := slices.ContainsFunc(args, func(a string) bool { return a == "-h" || a == "--help" || a == "-help" })
-	networked := (name == "share" || name == "clone") && !asksHelp || slices.Contains(args, "--live")
+	networked := (name == "share" || name == "clone" || name == "users") && !asksHelp || slices.Contains(args, "--live")
 	if !networked {
 		return
 	}
@@ -84,13 +84,14 @@ func checkArgs(t *testing.T, args []string) {
 	}
 }
 
-// testEnv is the environment of a child: its own config directory, so that
-// the user's identity is never read or created, and no secret from the
-// environment of the test run.
+// testEnv is the environment of a child: its own config and cache
+// directories, so that the user's identity and the user's observer data
+// are never read or created, and no secret from the environment of the test
+// run.
 func testEnv(t *testing.T, config string, extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "HYPERFEED_") && !strings.HasPrefix(kv, "XDG_CONFIG_HOME=") && !strings.HasPrefix(kv, "HOME=") {
+		if !strings.HasPrefix(kv, "HYPERFEED_") && !strings.HasPrefix(kv, "XDG_CONFIG_HOME=") && !strings.HasPrefix(kv, "XDG_CACHE_HOME=") && !strings.HasPrefix(kv, "HOME=") {
 			env = append(env, kv)
 		}
 	}
