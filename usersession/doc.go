@@ -180,4 +180,31 @@
 // per-device state, and every choice is a minimum, a maximum or a sort on a
 // total order. A feed that was truncated is forgotten with Reset and
 // applied again.
+//
+// # Limits
+//
+// The session limit belongs to the directory, not to a node: each node
+// counts sessions against its own Config.MaxSessions, so nodes with
+// different values disagree on who is online and on which tokens are
+// valid. Every node of a directory must use the same value, as it uses the
+// same Topic.
+//
+// A certificate may name any swarm peer key: nothing proves that the
+// device holds the key it names. So a user can certify a device of theirs
+// with the key of someone else's node, and that device shows online
+// wherever that node is connected. This harms only the user's own listing
+// (and their own session limit, which the device counts against), since
+// presence always goes to the identity that signed the certificate, never
+// to the node whose key it names.
+//
+// A member can make a node follow device feeds that nobody certified, by
+// listing made-up keys in its device list: the node creates each in its
+// store, replicates it on every connection, downloads whatever a peer
+// serves of it, and keeps it across restarts; it never lists such a feed
+// on. A node follows at most 4,096 device feeds in all (maxDevices), real
+// ones included, and once it has that many it ignores new devices, real
+// ones too. A node that follows more than 1,024 feeds that a peer does not
+// replicate opens more channels than the peer keeps waiting (see package
+// swarm), and the peer ends the session: a member who lists that many keys
+// to some nodes only cuts those off from the others.
 package usersession
