@@ -24,6 +24,8 @@ type page [pageBytes]byte
 // written back a page at a time.
 type bitfield struct {
 	pages    []*page // nil: all zero
+	ones     uint64  // bits set in all pages, so that count is cheap
+	end      uint64  // no bit at or past it is set (it may be clear)
 	dirty    map[int]bool
 	unsynced bool // pages were written since the file was last synced
 }
@@ -67,7 +69,15 @@ func (b *bitfield) setRange(start, end uint64, v bool) {
 			} else {
 				pg[j/8] &^= 1 << (j % 8)
 			}
-			changed = changed || pg[j/8] != old
+			if pg[j/8] != old {
+				changed = true
+				if v {
+					b.ones++
+					b.end = max(b.end, i+1)
+				} else {
+					b.ones--
+				}
+			}
 		}
 		if changed {
 			b.dirty[p] = true
@@ -137,27 +147,30 @@ func (b *bitfield) firstMissing(start, end uint64) uint64 {
 	return end
 }
 
-// count returns how many of blocks [0, end) are set.
+// count returns how many of blocks [0, end) are set: those set in all,
+// less those at or past end (a feed keeps none past its head, so that is
+// at most the rest of one page).
 func (b *bitfield) count(end uint64) uint64 {
-	var n uint64
-	for p, pg := range b.pages {
-		first := uint64(p) * pageBits
-		if first >= end {
-			break
-		}
+	n := b.ones
+	if end >= b.end {
+		return n
+	}
+	for p := int(end / pageBits); p < len(b.pages); p++ {
+		pg := b.pages[p]
 		if pg == nil {
 			continue
 		}
-		if end-first >= pageBits {
-			for _, c := range pg {
-				n += uint64(bits.OnesCount8(c))
-			}
-			continue
+		from := uint64(0)
+		if first := uint64(p) * pageBits; end > first {
+			from = end - first
 		}
-		for i := first; i < end; i++ {
-			if b.get(i) {
-				n++
+		for ; from < pageBits && from%64 != 0; from++ {
+			if pg[from/8]&(1<<(from%8)) != 0 {
+				n--
 			}
+		}
+		for ; from < pageBits; from += 64 {
+			n -= uint64(bits.OnesCount64(binary.LittleEndian.Uint64(pg[from/8:])))
 		}
 	}
 	return n
@@ -179,7 +192,7 @@ func (b *bitfield) load(f File) (damaged []int, err error) {
 	if err := readFull(f, buf, 0); err != nil {
 		return nil, err
 	}
-	b.pages = make([]*page, n)
+	b.pages, b.ones, b.end = make([]*page, n), 0, 0
 	for p := range n {
 		rec := buf[p*recordSize : (p+1)*recordSize]
 		if isZero(rec) {
@@ -192,6 +205,15 @@ func (b *bitfield) load(f File) (damaged []int, err error) {
 		pg := new(page)
 		copy(pg[:], rec)
 		b.pages[p] = pg
+		for k := 0; k < pageBytes; k += 8 {
+			b.ones += uint64(bits.OnesCount64(binary.LittleEndian.Uint64(pg[k:])))
+		}
+		for k := pageBytes - 1; k >= 0; k-- {
+			if pg[k] != 0 {
+				b.end = uint64(p)*pageBits + uint64(k)*8 + uint64(bits.Len8(pg[k]))
+				break
+			}
+		}
 	}
 	return damaged, nil
 }

@@ -3,6 +3,8 @@ package feed
 import (
 	"errors"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/hyperfeed/hyperfeed/merkle"
@@ -100,5 +102,57 @@ func TestNodeRecord(t *testing.T) {
 	rec[nodeSize-1] = 1 // the padding
 	if _, err := decodeNode(n.Index, rec[:]); !errors.Is(err, errDamagedNode) {
 		t.Fatalf("a record with padding set decoded with %v", err)
+	}
+}
+
+// count keeps a running total of the bits set; it must agree with counting
+// them one by one, whatever sets and clears them, and after a reload.
+func TestBitfieldCount(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	b := newBitfield()
+	naive := func(end uint64) uint64 {
+		var n uint64
+		for i := range end {
+			if b.get(i) {
+				n++
+			}
+		}
+		return n
+	}
+	const span = 3*pageBits + 100
+	for round := range 400 {
+		start := rng.Uint64N(span)
+		end := min(start+rng.Uint64N(2*pageBits), span)
+		if rng.IntN(3) == 0 {
+			b.unset([]uint64{start, end - 1})
+		} else {
+			b.setRange(start, end, rng.IntN(2) == 0)
+		}
+		for _, end := range []uint64{0, 1, 63, 64, 65, pageBits - 1, pageBits, pageBits + 77, span, span + pageBits, rng.Uint64N(span)} {
+			if got, want := b.count(end), naive(end); got != want {
+				t.Fatalf("round %d: count(%d) = %d, want %d", round, end, got, want)
+			}
+		}
+	}
+	f, err := os.Create(filepath.Join(t.TempDir(), "bitfield"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b.dirty = map[int]bool{0: true, 1: true, 2: true, 3: true}
+	if err := b.flush(f); err != nil {
+		t.Fatal(err)
+	}
+	loaded := newBitfield()
+	if _, err := loaded.load(f); err != nil {
+		t.Fatal(err)
+	}
+	for _, end := range []uint64{0, 1, 64, pageBits, pageBits + 77, span} {
+		if got, want := loaded.count(end), b.count(end); got != want {
+			t.Fatalf("after reload: count(%d) = %d, want %d", end, got, want)
+		}
+	}
+	if loaded.end > b.end {
+		t.Fatalf("after reload, bits end at %d, past %d", loaded.end, b.end)
 	}
 }

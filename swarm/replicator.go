@@ -183,7 +183,7 @@ func (r *Replicator) Delivered(ctx context.Context, length uint64) error {
 	})
 }
 
-// kick tells every session that there may be work.
+// kick tells every session that there may be work on the feed.
 func (r *Replicator) kick() {
 	r.mu.Lock()
 	ss := make([]*Session, 0, len(r.sessions))
@@ -192,7 +192,7 @@ func (r *Replicator) kick() {
 	}
 	r.mu.Unlock()
 	for _, s := range ss {
-		s.wake()
+		s.poke(r)
 	}
 }
 

@@ -149,10 +149,11 @@ type Session struct {
 	err     error
 	once    sync.Once
 
-	mu        sync.Mutex // guards ops, haves, published and outq
+	mu        sync.Mutex // guards ops, haves, published, poked and outq
 	ops       []feedOp
 	haves     []have
 	published map[published]bool
+	poked     map[*Replicator]bool // feeds that may have work (see poke)
 	outq      []wire.Message
 	outKick   chan struct{}
 	queued    atomic.Int64  // bytes sent and not yet written (queuedSize)
@@ -165,6 +166,12 @@ type Session struct {
 	parked     map[feed.DiscoveryKey]*parkedOpen
 	parkedAt   map[uint32]*parkedOpen // the same, by the peer's id
 	parkedSize int                    // bytes held by parked channels
+	// The channels pump looks at next: those that something happened on
+	// since it last did, or every one when sweep is set. Looking at only
+	// these keeps a session with many channels from doing work in
+	// proportion to all of them for every message on one.
+	dirty      map[*channel]bool
+	sweep      bool
 	unanswered []wire.Message         // the peer's Requests and Pings, oldest first
 	nextID     uint32
 	nextReq    uint64
@@ -225,7 +232,7 @@ func (c *channel) asks(i uint64) bool {
 
 // peerNewer reports whether the peer has announced a head newer than h: a
 // later fork, or a longer length of the same fork.
-func (c *channel) peerNewer(h feed.Head) bool {
+func (c *channel) peerNewer(h feed.State) bool {
 	return c.heard && (c.peerFork > h.Fork || c.peerFork == h.Fork && c.peerLen > h.Length)
 }
 
@@ -263,6 +270,18 @@ type have struct {
 func (s *Session) noteHave(r *Replicator, i uint64) {
 	s.mu.Lock()
 	s.haves = append(s.haves, have{r, i})
+	s.mu.Unlock()
+	s.wake()
+}
+
+// poke tells the session that r's feed may have work for it: its head
+// moved, it wants blocks, or a block another session was fetching is free.
+func (s *Session) poke(r *Replicator) {
+	s.mu.Lock()
+	if s.poked == nil {
+		s.poked = map[*Replicator]bool{}
+	}
+	s.poked[r] = true
 	s.mu.Unlock()
 	s.wake()
 }
@@ -326,6 +345,7 @@ func NewSession(ctx context.Context, conn net.Conn, initiator bool, cfg SessionC
 		channels: map[uint32]*channel{},
 		byRemote: map[uint32]*channel{},
 		byKey:    map[feed.DiscoveryKey]*channel{},
+		dirty:    map[*channel]bool{},
 		parked:   map[feed.DiscoveryKey]*parkedOpen{},
 		parkedAt: map[uint32]*parkedOpen{},
 		lastRecv: time.Now(),
@@ -573,7 +593,7 @@ func (s *Session) loop() {
 	expiry := time.NewTicker(max(s.cfg.RequestTimeout/4, time.Millisecond))
 	defer expiry.Stop()
 	// retry wakes the loop when a channel's pause or a block's cooldown
-	// ends (see noBlock), at armed.
+	// ends (see noBlock), at armed: every channel is looked at then.
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
@@ -611,7 +631,7 @@ func (s *Session) loop() {
 		case <-s.drained:
 			// answer, below, serves what waits.
 		case <-retry.C:
-			armed = time.Time{} // pump, below, asks again
+			armed, s.sweep = time.Time{}, true // pump, below, asks again
 		case now := <-expiry.C:
 			if inbox == nil {
 				break // answers may wait unread: not the peer's fault
@@ -635,7 +655,13 @@ func (s *Session) loop() {
 			}
 		}
 		s.answer()
-		if wake := s.pump(); !wake.Equal(armed) {
+		// After a sweep, wake is when the first channel needs the loop
+		// again; else it is only the channels looked at, and the timer
+		// stays for the others unless wake comes first. A timer that fires
+		// early for a channel that no longer needs it costs a sweep.
+		swept := s.sweep
+		wake := s.pump()
+		if swept && !wake.Equal(armed) || !swept && !wake.IsZero() && (armed.IsZero() || wake.Before(armed)) {
 			armed = wake
 			if wake.IsZero() {
 				retry.Stop()
@@ -682,6 +708,7 @@ func (s *Session) applyAdds() {
 		c = newChannel(r, s.nextID, s.cfg.Window)
 		s.channels[c.local] = c
 		s.byKey[dk] = c
+		s.dirty[c] = true
 		r.attach(s)
 		s.sendOpen(c)
 		if p, ok := s.parked[dk]; ok {
@@ -995,8 +1022,9 @@ func (s *Session) remoteOpened(c *channel, m *wire.Open) error {
 	}
 	c.remote, c.open = m.Channel, true
 	s.byRemote[m.Channel] = c
+	s.dirty[c] = true
 	s.reportPeer(c)
-	s.announce(c)
+	s.announce(c, c.f.State())
 	s.sendExtensions(c, c.r.extensionValues())
 	return nil
 }
@@ -1029,8 +1057,7 @@ func hmacEqual(a, b []byte) bool {
 // announce tells the peer what changed in this side's head since it last
 // did, and what blocks it holds: all of them at once for a complete feed,
 // else the runs it has.
-func (s *Session) announce(c *channel) {
-	h := c.f.Head()
+func (s *Session) announce(c *channel, h feed.State) {
 	if c.sentAny && h.Fork == c.sentFork && h.Length == c.sentLen {
 		return
 	}
@@ -1040,7 +1067,7 @@ func (s *Session) announce(c *channel) {
 	}
 	c.sentAny, c.sentFork, c.sentLen = true, h.Fork, h.Length
 	s.send(&wire.Sync{Channel: c.local, Fork: h.Fork, Length: h.Length})
-	if h.Length > from && c.f.Downloaded() == h.Length {
+	if h.Length > from && h.Complete() {
 		s.send(&wire.Range{Channel: c.local, Start: from, Length: h.Length - from})
 		return
 	}
@@ -1145,6 +1172,9 @@ func (s *Session) handleAll(ms []wire.Message) error {
 			if err := s.handle(m); err != nil {
 				return err
 			}
+			if c, ok := s.byRemote[channelOf(m)]; ok {
+				s.dirty[c] = true
+			}
 			i++
 			continue
 		}
@@ -1158,6 +1188,7 @@ func (s *Session) handleAll(ms []wire.Message) error {
 		}
 		c, ok := s.byRemote[d.Channel]
 		if ok {
+			s.dirty[c] = true
 			datas := make([]*received, 0, j-i)
 			for _, m := range ms[i:j] {
 				datas = append(datas, m.(*received))
@@ -1250,7 +1281,7 @@ var errNoData = errors.New("the peer answered NoData")
 // claims: one request per head it announces.
 func (s *Session) upgradeFailed(c *channel, q request, p *merkle.Proof, why error) error {
 	c.upgrade = false
-	h := c.f.Head()
+	h := c.f.State()
 	if h.Fork != q.fork || h.Length != q.length || !c.peerNewer(h) {
 		return nil
 	}
@@ -1376,6 +1407,7 @@ func (s *Session) expire(now time.Time) error {
 			n++
 		}
 		if n > 0 {
+			s.dirty[c] = true
 			c.window = max(c.window/2, 1)
 			expired += n
 			c.r.kick() // other sessions may fetch the blocks freed
@@ -1394,13 +1426,19 @@ func (s *Session) expire(now time.Time) error {
 }
 
 // pump sends what changed on this side, and requests while the window
-// has room. It returns when the earliest pause or cooldown that holds back
-// a request ends, or zero if none does.
+// has room, on the channels that may have work (dirty, or all on a sweep).
+// It returns when the earliest pause or cooldown that holds back a request
+// on those ends, or zero if none does.
 func (s *Session) pump() (wake time.Time) {
 	s.mu.Lock()
-	haves, pubs := s.haves, s.published
-	s.haves, s.published = nil, nil
+	haves, pubs, poked := s.haves, s.published, s.poked
+	s.haves, s.published, s.poked = nil, nil, nil
 	s.mu.Unlock()
+	for r := range poked {
+		if c, ok := s.byKey[r.f.DiscoveryKey()]; ok && c.r == r {
+			s.dirty[c] = true
+		}
+	}
 	for _, hv := range haves {
 		if c, ok := s.byKey[hv.r.f.DiscoveryKey()]; ok && c.open {
 			s.send(&wire.Range{Channel: c.local, Start: hv.index, Length: 1})
@@ -1423,15 +1461,24 @@ func (s *Session) pump() (wake time.Time) {
 	for c, vs := range fresh {
 		s.sendExtensions(c, vs)
 	}
-	now := time.Now()
-	for _, c := range s.channels {
-		if !c.open {
-			continue
+	look := s.dirty
+	if s.sweep {
+		look = make(map[*channel]bool, len(s.channels))
+		for _, c := range s.channels {
+			look[c] = true
 		}
-		s.announce(c)
+		s.sweep = false
+	}
+	defer clear(s.dirty)
+	now := time.Now()
+	for c := range look {
+		if !c.open || s.channels[c.local] != c {
+			continue // not open yet, or closed since it was marked
+		}
+		h := c.f.State()
+		s.announce(c, h)
 		// A replica always follows the newest head a peer has, so Len
 		// tracks the writer.
-		h := c.f.Head()
 		if !c.peerNewer(h) {
 			c.unproven = 0 // this side has verified what the peer claimed
 		} else if !c.upgrade && !c.noUpgrade {
@@ -1448,6 +1495,9 @@ func (s *Session) pump() (wake time.Time) {
 		if now.Before(c.pausedUntil) {
 			wake = earliest(wake, c.pausedUntil)
 			continue
+		}
+		if h.Complete() {
+			continue // nothing to ask for until the head moves
 		}
 		claimed := c.r.claim(s, room, h.Length, c.asks)
 		for k, r := range c.f.BlockRequests(claimed) {
@@ -1474,7 +1524,7 @@ func earliest(a, b time.Time) time.Time {
 // once per channel, and the peer stays connected: the writer cannot tell
 // the cases apart without taking the proof, and the peer costs it nothing
 // more than any other.
-func (s *Session) askUpgrade(c *channel, h feed.Head) {
+func (s *Session) askUpgrade(c *channel, h feed.State) {
 	if c.f.Writable() {
 		if !c.claimsOwn {
 			c.claimsOwn = true
@@ -1496,7 +1546,7 @@ func (s *Session) askUpgrade(c *channel, h feed.Head) {
 
 // request sends m, made from this side's head h (from a shorter length if
 // q says so), and remembers it as q until answered.
-func (s *Session) request(c *channel, h feed.Head, m *wire.Request, q request) {
+func (s *Session) request(c *channel, h feed.State, m *wire.Request, q request) {
 	s.nextReq++
 	m.Channel, m.ID, m.Fork, m.Length = c.local, s.nextReq, h.Fork, h.Length
 	if q.hasFrom {
