@@ -22,7 +22,11 @@ const staticResolveTimeout = 10 * time.Second
 // Static is a Discovery over a fixed list of addresses, such as peers named
 // in a configuration file. It announces nothing: it reports every address
 // under every topic joined, with an unknown key, and leaves it to the
-// handshake to tell who answers there.
+// handshake to tell who answers there. Since it reports each address only
+// once, a Swarm dials a Static's addresses as it does those given to
+// Connect, until it closes or forgets them (Swarm.Forget), rather than
+// giving up after a few failed dials as it does on peers other discovery
+// reports.
 //
 // found is called synchronously, from Join for the addresses known then and
 // from Add for the one added, while the Static is locked: a found that calls

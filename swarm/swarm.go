@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hyperfeed/hyperfeed/feed"
@@ -18,7 +20,8 @@ import (
 var ErrClosed = errors.New("swarm: closed")
 
 // Config configures a Swarm. The zero value works: a fresh identity, a
-// listener on every interface, no discovery (add peers with Connect).
+// listener on every interface, no discovery (add peers with Connect or
+// Dial).
 type Config struct {
 	// KeyPair is this peer's identity; zero means a fresh one, so keep it
 	// (LoadOrCreateKeyPair) for an identity that survives restarts.
@@ -47,9 +50,17 @@ type Config struct {
 	// ReconnectMin and ReconnectMax bound the backoff between dials to a
 	// peer; defaults 100 ms and 30 s.
 	ReconnectMin, ReconnectMax time.Duration
-	// DialTimeout bounds a TCP connect and handshake; default 10 s.
+	// DialTimeout bounds a TCP connect and handshake, and an inbound
+	// connection's handshake; default 10 s.
 	DialTimeout time.Duration
-	Logger      *slog.Logger
+	// MaxHandshakes bounds the inbound connections whose handshake is in
+	// progress at once; default 64. At the bound the swarm accepts no more
+	// until one finishes (or fails, or takes DialTimeout), so a storm of
+	// connections waits in the kernel's listen backlog, and is refused past
+	// it, instead of costing a goroutine and a handshake each. Dials are not
+	// counted: the swarm dials each address from one goroutine at most.
+	MaxHandshakes int
+	Logger        *slog.Logger
 }
 
 func (c *Config) defaults() error {
@@ -71,6 +82,9 @@ func (c *Config) defaults() error {
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 10 * time.Second
+	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = 64
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -96,8 +110,14 @@ type Swarm struct {
 	sessions map[PeerKey]*Session
 	reps     map[feed.DiscoveryKey]*Replicator
 	topics   map[Topic]bool
-	dialing  map[netip.AddrPort]bool
+	dialing  map[netip.AddrPort]*dialer
 	watchers map[*watcher]bool
+
+	// handshakes holds a token for each inbound connection accepted whose
+	// handshake has not ended: at most Config.MaxHandshakes.
+	handshakes chan struct{}
+	// handshaking counts the inbound handshakes in progress, for tests.
+	handshaking atomic.Int32
 }
 
 // New starts a swarm on store (which may be nil: then only the feeds given
@@ -120,8 +140,10 @@ func New(store *feed.Store, cfg Config) (*Swarm, error) {
 		sessions: map[PeerKey]*Session{},
 		reps:     map[feed.DiscoveryKey]*Replicator{},
 		topics:   map[Topic]bool{},
-		dialing:  map[netip.AddrPort]bool{},
+		dialing:  map[netip.AddrPort]*dialer{},
 		watchers: map[*watcher]bool{},
+
+		handshakes: make(chan struct{}, cfg.MaxHandshakes),
 	}
 	s.wg.Go(s.acceptLoop)
 	return s, nil
@@ -226,7 +248,14 @@ func (s *Swarm) Join(topic Topic) error {
 	s.mu.Unlock()
 	var errs []error
 	for _, d := range s.cfg.Discovery {
-		errs = append(errs, d.Join(topic, s.Port(), s.found))
+		found := s.found
+		if _, ok := d.(*Static); ok {
+			// A Static reports each address once, where MDNS reports its
+			// peers again and again: a loop that gave up on one would not
+			// be started again, so they are dialled as Connect's are.
+			found = s.foundStatic
+		}
+		errs = append(errs, d.Join(topic, s.Port(), found))
 	}
 	return errors.Join(errs...)
 }
@@ -236,85 +265,313 @@ func (s *Swarm) found(c Candidate) {
 	if c.Key == s.Key() {
 		return
 	}
-	s.dial(c.Addr, false)
+	s.dial(c.Addr, false, c.Key)
 }
 
-// Connect adds a peer address to keep connected to: dialled now, and again
-// with backoff whenever the connection drops, until Close.
+// foundStatic is found for a Static.
+func (s *Swarm) foundStatic(c Candidate) { s.dial(c.Addr, true, c.Key) }
+
+// Connect keeps connecting to addr, a peer address from configuration: it
+// is dialled now, and again with backoff whenever a dial fails or the
+// session ends, until Forget or Close. While a session with the peer at
+// addr is up, whichever side dialled it, addr is not dialled again: a
+// redial would only make a second connection for one side or the other to
+// refuse, or to replace the working one. Connecting to an address that Dial
+// or discovery is dialling already makes that dialling persistent.
+//
+// addr is "ip:port", or "host:port" with the name resolved now (a peer that
+// moves must be connected to anew).
 func (s *Swarm) Connect(addr string) error {
+	ap, err := parseAddr("connect", addr)
+	if err != nil {
+		return err
+	}
+	return s.dial(ap, true, PeerKey{})
+}
+
+// Dial connects to addr as to a peer that discovery found, for addresses
+// learnt from data (a peer's announcement, a record) rather than from
+// configuration: it redials with backoff when the session ends, as Connect
+// does, but gives up after a few failed dials in a row, so that an address
+// the peer has left is not dialled for ever; and when it finds a session
+// with the peer already up (the peer dialled this side), it dials nothing,
+// and stops once that session ends. Dial does nothing if addr is being
+// dialled already. addr is as Connect takes it.
+func (s *Swarm) Dial(addr string) error {
+	ap, err := parseAddr("dial", addr)
+	if err != nil {
+		return err
+	}
+	return s.dial(ap, false, PeerKey{})
+}
+
+// Forget stops dialling addr, whether Connect, Dial or discovery started
+// it: a dial in progress is abandoned, and a wait before the next one ends
+// at once. A session established with the peer at addr is left alone: it
+// runs until it ends for its own reasons, and is then not redialled from
+// this side. Discovery that reports addr again dials it anew. Forgetting an
+// address not being dialled does nothing. addr is as Connect takes it; the
+// only error is one parsing it.
+func (s *Swarm) Forget(addr string) error {
+	ap, err := parseAddr("forget", addr)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	d := s.dialing[ap]
+	delete(s.dialing, ap)
+	s.mu.Unlock()
+	if d != nil {
+		d.cancel()
+	}
+	return nil
+}
+
+// parseAddr parses an address as Connect, Dial and Forget take it.
+func parseAddr(op, addr string) (netip.AddrPort, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		tcp, rerr := net.ResolveTCPAddr("tcp", addr)
 		if rerr != nil {
-			return fmt.Errorf("swarm: connect %q: %w", addr, rerr)
+			return netip.AddrPort{}, fmt.Errorf("swarm: %s %q: %w", op, addr, rerr)
 		}
 		ap = tcp.AddrPort()
 	}
-	s.dial(ap, true)
+	// Unmapped, as discovery reports addresses, so that an address is one
+	// dial loop however it was learnt.
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// maxDialFailures is how many failed dials in a row end a dial loop that is
+// not persistent (Dial, discovery).
+const maxDialFailures = 5
+
+// An Accept that fails for another reason than the listener closing (out of
+// file descriptors, a connection aborted before it was accepted) is retried
+// after a pause, from acceptRetryMin doubling up to acceptRetryMax, as
+// net/http's Server does: the condition is usually brief, and giving up
+// would stop the swarm accepting for good.
+const (
+	acceptRetryMin = 5 * time.Millisecond
+	acceptRetryMax = time.Second
+)
+
+// dialer is one address's dial loop. ctx, cancel and done are set once;
+// the other fields are guarded by Swarm.mu.
+type dialer struct {
+	ctx    context.Context // ends with the swarm, or when the address is forgotten
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the loop has returned
+	// persistent loops (Connect) never give up; the others give up after
+	// maxDialFailures failed dials in a row.
+	persistent bool
+	// waiting is true while the loop waits for a session with its peer to
+	// end, its own or another: it does not dial meanwhile. Tests read it to
+	// know that a loop has settled.
+	waiting bool
+}
+
+// dial starts a dial loop for addr unless one runs; persistent makes a
+// running one persistent. peer, if not zero, is who discovery says listens
+// at addr.
+func (s *Swarm) dial(addr netip.AddrPort, persistent bool, peer PeerKey) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if d, ok := s.dialing[addr]; ok {
+		d.persistent = d.persistent || persistent
+		return nil
+	}
+	if peer.IsZero() {
+		// A session dialled to addr by an earlier loop, since forgotten,
+		// names the peer there.
+		for k, sess := range s.sessions {
+			if sess.conn.Initiator() && sess.conn.RemoteAddr().String() == addr.String() {
+				peer = k
+				break
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	d := &dialer{ctx: ctx, cancel: cancel, done: make(chan struct{}), persistent: persistent}
+	s.dialing[addr] = d
+	s.wg.Go(func() {
+		defer close(d.done)
+		defer func() {
+			s.mu.Lock()
+			if s.dialing[addr] == d {
+				delete(s.dialing, addr)
+			}
+			s.mu.Unlock()
+			cancel()
+		}()
+		s.dialLoop(d, addr, peer)
+	})
 	return nil
 }
 
-// dial starts a dial loop for addr unless one runs. A persistent loop
-// (static peers) never gives up; one for a discovered peer ends after a few
-// failed dials, and discovery starts it again if the peer is still there.
-func (s *Swarm) dial(addr netip.AddrPort, persistent bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed || s.dialing[addr] {
-		return
-	}
-	s.dialing[addr] = true
-	s.wg.Go(func() {
-		defer func() {
-			s.mu.Lock()
-			delete(s.dialing, addr)
-			s.mu.Unlock()
-		}()
-		s.dialLoop(addr, persistent)
-	})
-}
-
-func (s *Swarm) dialLoop(addr netip.AddrPort, persistent bool) {
-	backoff := s.cfg.ReconnectMin
-	failures := 0
-	for s.ctx.Err() == nil {
-		started := time.Now()
-		sess, err := s.connect(addr)
-		if err == nil {
-			select {
-			case <-sess.Done():
-			case <-s.ctx.Done():
+// dialLoop dials addr until d ends (Forget, Close) or, unless persistent,
+// gives up. After a failed dial, or once its session ends, it waits a
+// backoff, doubling from ReconnectMin to ReconnectMax and jittered so that
+// peers that lost each other at once do not redial in step, and dials
+// again.
+//
+// It never dials while a session with the peer at addr is up, whichever
+// side dialled it: when both peers dial each other at once, the side whose
+// connection lost sees it end (as a duplicate, or with EOF when the peer
+// dropped it first), and a redial then would make yet another connection to
+// be refused, or, from the peer with the smaller key, replace the working
+// one. So the loop waits for that session to end instead: then a persistent
+// loop dials again, and one that is not ends, since the peer's own dialling
+// (or discovery) covers it. peer is who listens at addr, once known: the
+// handshake says so, even on a connection the swarm then refuses. An
+// address where this swarm itself answers is not dialled again.
+func (s *Swarm) dialLoop(d *dialer, addr netip.AddrPort, peer PeerKey) {
+	backoff, failures := s.cfg.ReconnectMin, 0
+	for {
+		up := s.live(peer)
+		if up == nil {
+			started := time.Now()
+			sess, key, err := s.dialOnce(d.ctx, addr)
+			if key == s.Key() {
+				// addr is this swarm's own (a list of peers shared by all
+				// of them): idle until forgotten, so that the address
+				// reported again is not dialled again.
+				s.log.Debug("swarm: not dialling own address", "addr", addr)
+				s.await(d, nil)
 				return
 			}
-			err = sess.Err()
-			if time.Since(started) > 10*s.cfg.ReconnectMin {
-				backoff, failures = s.cfg.ReconnectMin, 0 // it worked for a while
+			if !key.IsZero() {
+				peer = key
+			}
+			if err == nil {
+				if !s.await(d, sess) {
+					return
+				}
+				err = sess.Err()
+				if time.Since(started) > 10*s.cfg.ReconnectMin {
+					backoff, failures = s.cfg.ReconnectMin, 0 // it worked for a while
+				}
+			}
+			if d.ctx.Err() != nil {
+				return
+			}
+			if up = s.live(peer); up == nil {
+				failures++
+				if failures >= maxDialFailures && s.giveUp(d, addr) {
+					s.log.Debug("swarm: giving up on peer", "addr", addr, "err", err)
+					return
+				}
+				s.log.Debug("swarm: reconnecting", "addr", addr, "in", backoff, "err", err)
 			}
 		}
-		if errors.Is(err, errDuplicate) {
-			return // another connection to the same peer carries on
+		if up != nil {
+			if !s.await(d, up) || s.giveUp(d, addr) {
+				return
+			}
+			// The peer was there until now.
+			backoff, failures = s.cfg.ReconnectMin, 0
 		}
-		failures++
-		if !persistent && failures >= 5 {
-			s.log.Debug("swarm: giving up on peer", "addr", addr, "err", err)
-			return
-		}
-		s.log.Debug("swarm: reconnecting", "addr", addr, "in", backoff, "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-s.ctx.Done():
-			t.Stop()
+		if !sleep(d.ctx, jitter(backoff)) {
 			return
 		}
 		backoff = min(2*backoff, s.cfg.ReconnectMax)
 	}
 }
 
-var errDuplicate = errors.New("swarm: duplicate connection to peer")
+// live returns the session with peer k if one is up.
+func (s *Swarm) live(k PeerKey) *Session {
+	if k.IsZero() {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sess := s.sessions[k]; sess != nil && !ended(sess) {
+		return sess
+	}
+	return nil
+}
 
-func (s *Swarm) connect(addr netip.AddrPort) (*Session, error) {
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
+// ended reports whether sess has ended (it may still be among the swarm's
+// sessions until its goroutine in register removes it).
+func ended(sess *Session) bool {
+	select {
+	case <-sess.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// await waits for sess to end (for ever if sess is nil), and reports false
+// if d ended first.
+func (s *Swarm) await(d *dialer, sess *Session) bool {
+	s.mu.Lock()
+	d.waiting = true
+	s.mu.Unlock()
+	var done <-chan struct{}
+	if sess != nil {
+		done = sess.Done()
+	}
+	select {
+	case <-done:
+	case <-d.ctx.Done():
+	}
+	s.mu.Lock()
+	d.waiting = false
+	s.mu.Unlock()
+	return d.ctx.Err() == nil
+}
+
+// giveUp ends d unless it is persistent, removing it from the addresses
+// being dialled in the same critical section in which it reads persistent:
+// so a Connect either finds d persistent or starts a loop of its own.
+func (s *Swarm) giveUp(d *dialer, addr netip.AddrPort) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d.persistent {
+		return false
+	}
+	if s.dialing[addr] == d {
+		delete(s.dialing, addr)
+	}
+	return true
+}
+
+// jitter returns a wait drawn uniformly from [d/2, d], so that peers that
+// lost each other at once (a partition healing, a restart) spread their
+// redials over half a backoff rather than dialling in step.
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d-d/2+1)
+}
+
+// sleep waits for d, and reports false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+var (
+	errDuplicate = errors.New("swarm: duplicate connection to peer")
+	errSelf      = errors.New("swarm: connected to itself")
+)
+
+// dialOnce dials addr and starts a session. It returns the peer's key
+// whenever the handshake told it, even if the swarm then refused the
+// session.
+func (s *Swarm) dialOnce(ctx context.Context, addr netip.AddrPort) (*Session, PeerKey, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
 	var conn net.Conn
 	var err error
@@ -325,32 +582,76 @@ func (s *Swarm) connect(addr netip.AddrPort) (*Session, error) {
 		conn, err = d.DialContext(ctx, "tcp", addr.String())
 	}
 	if err != nil {
-		return nil, err
+		return nil, PeerKey{}, err
 	}
-	return s.start(ctx, conn, true)
+	sess, err := s.handshake(ctx, conn, true)
+	if err != nil {
+		return nil, PeerKey{}, err
+	}
+	if err := s.register(sess); err != nil {
+		return nil, sess.RemoteKey(), err
+	}
+	return sess, sess.RemoteKey(), nil
 }
 
+// connect dials addr once, outside any dial loop.
+func (s *Swarm) connect(addr netip.AddrPort) (*Session, error) {
+	sess, _, err := s.dialOnce(s.ctx, addr)
+	return sess, err
+}
+
+// acceptLoop accepts connections until the listener closes, handshaking
+// with at most MaxHandshakes at once.
 func (s *Swarm) acceptLoop() {
+	var pause time.Duration
 	for {
+		// A slot is taken before Accept, not after: at the bound, the
+		// connections beyond it wait in the kernel's listen backlog (and
+		// are refused once it fills), costing this process nothing, rather
+		// than each taking a goroutine and a handshake's memory here.
+		select {
+		case s.handshakes <- struct{}{}:
+		case <-s.ctx.Done():
+			return
+		}
 		conn, err := s.ln.Accept()
 		if err != nil {
-			return // closed
-		}
-		s.wg.Go(func() {
-			ctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
-			defer cancel()
-			if _, err := s.start(ctx, conn, false); err != nil {
-				s.log.Debug("swarm: inbound connection failed", "addr", conn.RemoteAddr(), "err", err)
+			<-s.handshakes
+			if errors.Is(err, net.ErrClosed) || s.ctx.Err() != nil {
+				return
 			}
-		})
+			pause = min(max(2*pause, acceptRetryMin), acceptRetryMax)
+			s.log.Debug("swarm: accept failed", "err", err, "retry in", pause)
+			if !sleep(s.ctx, pause) {
+				return
+			}
+			continue
+		}
+		pause = 0
+		s.wg.Go(func() { s.accept(conn) })
 	}
 }
 
-// start runs the handshake and registers the session, keeping one session
-// per peer: when both peers dial each other at once, both keep the
-// connection dialled by the peer with the smaller key.
-func (s *Swarm) start(ctx context.Context, conn net.Conn, initiator bool) (*Session, error) {
-	sess, err := NewSession(ctx, conn, initiator, SessionConfig{
+// accept handshakes on an inbound connection, holding a slot of
+// s.handshakes (taken by acceptLoop) until the handshake ends.
+func (s *Swarm) accept(conn net.Conn) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
+	defer cancel()
+	s.handshaking.Add(1)
+	sess, err := s.handshake(ctx, conn, false)
+	s.handshaking.Add(-1)
+	<-s.handshakes
+	if err == nil {
+		err = s.register(sess)
+	}
+	if err != nil {
+		s.log.Debug("swarm: inbound connection failed", "addr", conn.RemoteAddr(), "err", err)
+	}
+}
+
+// handshake runs the Noise handshake on conn and starts a session on it.
+func (s *Swarm) handshake(ctx context.Context, conn net.Conn, initiator bool) (*Session, error) {
+	return NewSession(ctx, conn, initiator, SessionConfig{
 		KeyPair:        s.cfg.KeyPair,
 		Secret:         s.cfg.Secret,
 		Window:         s.cfg.Window,
@@ -359,26 +660,34 @@ func (s *Swarm) start(ctx context.Context, conn net.Conn, initiator bool) (*Sess
 		Logger:         s.cfg.Logger,
 		Lookup:         s.lookup,
 	})
-	if err != nil {
-		return nil, err
-	}
+}
+
+// register asks the firewall about sess's peer and adds sess to the swarm's
+// sessions, keeping one per peer. Of two sessions with a peer, both up, the
+// one prefer picks is kept on both sides; a session that has ended always
+// gives way. A session refused is closed, and register returns why.
+func (s *Swarm) register(sess *Session) error {
 	remote := sess.RemoteKey()
+	if remote == s.Key() {
+		sess.Close()
+		return errSelf
+	}
 	if s.cfg.Firewall != nil && !s.cfg.Firewall(remote) {
 		sess.Close()
-		return nil, fmt.Errorf("swarm: peer %s refused by the firewall", remote)
+		return fmt.Errorf("swarm: peer %s refused by the firewall", remote)
 	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		sess.Close()
-		return nil, ErrClosed
+		return ErrClosed
 	}
-	addr := addrPort(conn.RemoteAddr())
+	addr := addrPort(sess.conn.RemoteAddr())
 	if old, ok := s.sessions[remote]; ok {
-		if !s.prefer(sess, old) {
+		if !ended(old) && !s.prefer(sess, old) {
 			s.mu.Unlock()
 			sess.Close()
-			return nil, errDuplicate
+			return errDuplicate
 		}
 		old.fail(errDuplicate)
 		// The old session is down as far as watchers know: its end,
@@ -391,7 +700,7 @@ func (s *Swarm) start(ctx context.Context, conn net.Conn, initiator bool) (*Sess
 	}
 	s.emit(PeerEvent{Key: remote, Addr: addr, Up: true})
 	s.mu.Unlock()
-	s.log.Debug("swarm: connected", "peer", remote, "initiator", initiator)
+	s.log.Debug("swarm: connected", "peer", remote, "initiator", sess.conn.Initiator())
 	s.wg.Go(func() {
 		select {
 		case <-sess.Done():
@@ -405,7 +714,7 @@ func (s *Swarm) start(ctx context.Context, conn net.Conn, initiator bool) (*Sess
 		}
 		s.mu.Unlock()
 	})
-	return sess, nil
+	return nil
 }
 
 // addrPort returns a connection's address as a netip.AddrPort, or the zero
@@ -421,7 +730,12 @@ func addrPort(a net.Addr) netip.AddrPort {
 // prefer reports whether a new session should replace the one to the same
 // peer: the survivor is the one dialled by the peer with the smaller key,
 // which both peers compute alike; between two dialled by the same peer, the
-// newer wins, as the older is likely dead.
+// newer wins, as the older is likely dead: a dial loop does not dial a peer
+// it knows a live session with (see dialLoop), so a peer dials again once
+// its side of the older session has ended, though this side may not have
+// noticed yet (the peer's host lost its network, or restarted). Only a loop
+// that does not know yet who listens at its address (its first dial) can
+// replace a live session so.
 func (s *Swarm) prefer(n, old *Session) bool {
 	dialler := func(x *Session) PeerKey {
 		if x.conn.Initiator() {
