@@ -30,8 +30,12 @@
 // A peer's identity is its static Noise key (PeerKey), kept by the caller
 // (LoadOrCreateKeyPair). When two peers dial each other at once, both keep
 // the connection dialled by the peer with the smaller key. A Swarm redials a
-// lost peer with exponential backoff (Config.ReconnectMin to ReconnectMax),
-// and a session that hears nothing for three keep-alive intervals (pinging in
+// lost peer with jittered exponential backoff (Config.ReconnectMin to
+// ReconnectMax), never while a session with that peer is up, whichever side
+// dialled it; it gives up on an address from Dial or discovery after five
+// failed dials in a row, never on one from Connect or a Static, until
+// Forget. At most Config.MaxHandshakes inbound handshakes run at once; the
+// rest wait in the listen backlog. A session that hears nothing for three keep-alive intervals (pinging in
 // between) ends with ErrTimeout, as does one whose writes the peer does not
 // take: every 64 KiB written must go through within three keep-alive
 // intervals. Config.Firewall can refuse a peer by key. Swarm.Watch reports

@@ -172,7 +172,7 @@ type Session struct {
 	// proportion to all of them for every message on one.
 	dirty      map[*channel]bool
 	sweep      bool
-	unanswered []wire.Message         // the peer's Requests and Pings, oldest first
+	unanswered []wire.Message // the peer's Requests and Pings, oldest first
 	nextID     uint32
 	nextReq    uint64
 	lastRecv   time.Time
