@@ -129,10 +129,6 @@ type Node struct {
 	ownRep    *swarm.Replicator
 	swarmAddr string // this node's, as its logins publish it
 	started   time.Time
-	// statics maps the addresses of cfg.Peers given as IP literals to the
-	// peer that answered there (zero until one did), so that a static
-	// peer connected is not dialled again.
-	statics map[netip.AddrPort]swarm.PeerKey
 
 	// ready opens the swarm's firewall once the directory's extension
 	// handlers are in place, so that no peer's device list arrives before
@@ -335,7 +331,6 @@ func newNode(alias string, cfg Config) *Node {
 		alias:       alias,
 		dirKey:      directoryKey(cfg.Topic),
 		started:     time.Now(),
-		statics:     map[netip.AddrPort]swarm.PeerKey{},
 		ctx:         nctx,
 		cancel:      cancel,
 		kick:        make(chan struct{}, 1),
@@ -351,11 +346,6 @@ func newNode(alias string, cfg Config) *Node {
 		changed:     make(chan struct{}),
 		touched:     true,
 		listChanged: true,
-	}
-	for _, p := range cfg.Peers {
-		if ap, ok := parseAddrPort(p); ok {
-			n.statics[ap] = swarm.PeerKey{}
-		}
 	}
 	return n
 }
@@ -763,10 +753,8 @@ func encodeDeviceList(list []listedDevice) []byte {
 func (n *Node) run(events <-chan swarm.PeerEvent) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	redial := true
 	for {
-		wake := n.step(redial)
-		redial = false
+		wake := n.step()
 		timer.Stop()
 		if !wake.IsZero() {
 			timer.Reset(time.Until(wake))
@@ -780,21 +768,21 @@ func (n *Node) run(events <-chan swarm.PeerEvent) {
 				events = nil
 				continue
 			}
-			redial = n.notePeer(e)
+			n.notePeer(e)
 		case <-timer.C:
 		}
 	}
 }
 
-// notePeer records a peer connecting or disconnecting, and reports whether
-// to dial the addresses not connected: after a loss.
-func (n *Node) notePeer(e swarm.PeerEvent) bool {
+// notePeer records a peer connecting or disconnecting. After a loss, the
+// devices not connected are dialled again (see dialsLocked).
+func (n *Node) notePeer(e swarm.PeerEvent) {
 	if !e.Up && n.sw.Connected(e.Key) {
 		// A newer session to the peer replaced this one (both dialled at
 		// once), and the swarm registered it before reporting this end:
 		// the peer never went away, so do not show it leaving.
 		n.log.Debug("usersession: peer session replaced", "peer", e.Key)
-		return false
+		return
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -804,19 +792,15 @@ func (n *Node) notePeer(e swarm.PeerEvent) bool {
 		n.peers[e.Key] = p
 	}
 	p.up, p.since = e.Up, time.Now()
-	if _, ok := n.statics[e.Addr]; ok && e.Up {
-		n.statics[e.Addr] = e.Key // a session this node dialled there
-	}
 	n.log.Debug("usersession: peer", "peer", e.Key, "addr", e.Addr, "up", e.Up)
 	if !e.Up {
 		clear(n.dialed)
 	}
-	return !e.Up
 }
 
 // step takes in what is pending, and returns when to look again (zero:
 // when something happens).
-func (n *Node) step(redial bool) time.Time {
+func (n *Node) step() time.Time {
 	n.pendMu.Lock()
 	p := n.pend
 	n.pend = newPending()
@@ -888,7 +872,7 @@ func (n *Node) step(redial bool) time.Time {
 	}
 	n.refreshLocked(now)
 	pubs := n.chunksLocked()
-	dials := n.dialsLocked(redial)
+	dials := n.dialsLocked()
 	wake := n.wakeLocked(now)
 	n.mu.Unlock()
 
@@ -898,7 +882,7 @@ func (n *Node) step(redial bool) time.Time {
 		}
 	}
 	for _, a := range dials {
-		if err := n.sw.Connect(a); err != nil {
+		if err := n.sw.Dial(a); err != nil {
 			n.log.Debug("usersession: cannot connect", "addr", a, "err", err)
 		}
 	}
@@ -1083,16 +1067,16 @@ func (n *Node) chunksLocked() []listChunk {
 	return pubs
 }
 
-// dialsLocked returns the addresses to connect to: the swarm address of
-// every logged-in device whose peer is not connected, not yet dialled (or
-// all of them after a loss), and after a loss the static peers not known
-// to be connected. A peer that is connected is never dialled again: a
-// second connection would replace the first, and show it leaving.
-func (n *Node) dialsLocked(redial bool) []string {
+// dialsLocked returns the swarm addresses of the logged-in devices whose
+// peer is not connected and that were not dialled since the last loss (all
+// of them, after one). They are dialled with swarm.Dial, which gives up on
+// an address that does not answer and never redials a connected peer: a
+// device that logged out, or moved, is not dialled for ever. The static
+// peers (Config.Peers) are the swarm's to keep connected (swarm.Connect).
+func (n *Node) dialsLocked() []string {
 	var out []string
-	peerOf := map[string]swarm.PeerKey{}
 	for dev, addr := range n.addrs {
-		if dev == n.ownKey || addr == "" || addr == n.swarmAddr {
+		if dev == n.ownKey || addr == "" || addr == n.swarmAddr || n.dialed[addr] {
 			continue
 		}
 		cert, err := n.dir.Certificate(dev)
@@ -1100,13 +1084,12 @@ func (n *Node) dialsLocked(redial bool) []string {
 			continue
 		}
 		peer := swarm.PeerKey(cert.Peer)
-		peerOf[addr] = peer
 		if peer == n.sw.Key() {
 			continue // an older address of this node
 		}
 		// Connected or dialled first: Session copies the session, and in a
 		// full mesh every step would copy every one.
-		if p := n.peers[peer]; (p != nil && p.up) || n.dialed[addr] {
+		if p := n.peers[peer]; p != nil && p.up {
 			continue
 		}
 		if s, err := n.dir.Session(dev); err != nil || s.Started.IsZero() {
@@ -1114,21 +1097,6 @@ func (n *Node) dialsLocked(redial bool) []string {
 		}
 		n.dialed[addr] = true
 		out = append(out, addr)
-	}
-	if redial {
-		for _, addr := range n.cfg.Peers {
-			peer, known := peerOf[addr]
-			if ap, ok := parseAddrPort(addr); ok && !known {
-				peer, known = n.statics[ap], !n.statics[ap].IsZero()
-				if !known {
-					peer, known = peerOf[ap.String()]
-				}
-			}
-			if p := n.peers[peer]; known && p != nil && p.up {
-				continue
-			}
-			out = append(out, addr)
-		}
 	}
 	return out
 }
