@@ -157,6 +157,7 @@ type Session struct {
 	outq      []wire.Message
 	outKick   chan struct{}
 	queued    atomic.Int64  // bytes sent and not yet written (queuedSize)
+	lastRead  atomic.Int64  // when the reader last read a message, in Unix nanoseconds
 	drained   chan struct{} // queued fell under maxQueued/2
 
 	// Owned by the loop goroutine.
@@ -501,6 +502,7 @@ func (s *Session) readLoop() {
 			}
 			return
 		}
+		s.lastRead.Store(time.Now().UnixNano())
 		if d, ok := m.(*wire.Data); ok {
 			// Hashing the block here, rather than in the loop that stores
 			// it, puts a download's two costliest steps on two cores.
@@ -645,6 +647,11 @@ func (s *Session) loop() {
 				// Not reading, this side cannot tell a silent peer; the
 				// write deadline bounds how long it does not read.
 				s.lastRecv = now
+			}
+			// A loop that fell behind (a loaded machine) has messages
+			// waiting that the reader took in time: the peer spoke.
+			if read := time.Unix(0, s.lastRead.Load()); read.After(s.lastRecv) {
+				s.lastRecv = read
 			}
 			if now.Sub(s.lastRecv) > 3*s.cfg.KeepAlive {
 				s.fail(fmt.Errorf("%w: nothing for %v", ErrTimeout, now.Sub(s.lastRecv).Round(time.Millisecond)))
