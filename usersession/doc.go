@@ -207,4 +207,12 @@
 // replicate opens more channels than the peer keeps waiting (see package
 // swarm), and the peer ends the session: a member who lists that many keys
 // to some nodes only cuts those off from the others.
+//
+// A login names the swarm address its device listens on, and every node
+// dials the swarm addresses of the devices logged in that it is not
+// connected to. A member can name any host and port there: each node then
+// makes a few TCP connections to it (swarm.Dial gives up after five failed
+// dials in a row) each time it loses a peer, and sends nothing but the
+// start of a Noise handshake. Run a directory with a Secret where members
+// are not trusted that far.
 package usersession
