@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -275,7 +276,14 @@ func TestReorderedFramesEndSession(t *testing.T) {
 				refused = errW
 			}
 			require.ErrorIs(t, refused, swarm.ErrProtocol)
-			require.ErrorContains(t, refused, "decrypt")
+			// A write reordered may have held part of a frame (the
+			// session writes in chunks of at most 64 KiB, whatever the
+			// frames): the receiver then reads ciphertext as a frame's
+			// length, and refuses it as too long before any decryption.
+			if msg := refused.Error(); !strings.Contains(msg, "decrypt") &&
+				!(tc.name == "writes reordered" && strings.Contains(msg, "frame too long")) {
+				t.Fatalf("refused with %v, not by decryption", refused)
+			}
 			requireOnlyWriters(t, w, r)
 			held := r.Downloaded()
 			require.Less(t, held, uint64(n), "the download finished before the fault")
