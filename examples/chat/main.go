@@ -19,23 +19,25 @@
 //	go run ./examples/chat -alias bob -room lobby
 //
 // How it works. A user's session publishes, in its metadata, the key of the
-// user's feed for each room ("chat:ROOM" = key in hex), and, as its IP and
-// port, where the user's chat replicates feeds. Every chat reads the
+// user's feed for each room ("chat:ROOM" = key in hex). The feeds live in a
+// store of the chat's own, apart from the session's, which takes every
+// feed in its store for a device; they replicate over the session's swarm
+// (usersession.Node.Swarm): the chat has no listener of its own, and the
+// peers it chats with are the directory's, over the connections the
+// directory made, with its network secret. Every chat reads the
 // directory: it replicates the feeds that sessions publish for its room,
-// connects to their addresses, and announces who joined and left as
-// sessions come online and go. Block 0 of a room feed names the room and
-// the device whose session publishes it, so that nobody can publish
-// another's feed as their own; every later block is a message with its
-// writer's time, and messages of all feeds are shown in time order. The
-// chat keeps its data under -dir: the session's (session/), the feeds
-// (feeds/), the key of the swarm that replicates them (peer.key), and the
-// list of the others' feeds it has checked (known).
+// and announces who joined and left as sessions come online and go. Block
+// 0 of a room feed names the room and the device whose session publishes
+// it, so that nobody can publish another's feed as their own; every later
+// block is a message with its writer's time, and messages of all feeds are
+// shown in time order. The chat keeps its data under -dir: the session's
+// (session/), the feeds (feeds/), and the list of the others' feeds it has
+// checked (known).
 package main
 
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -53,7 +55,6 @@ import (
 
 	"github.com/hyperfeed/hyperfeed/examples/internal/nodeflags"
 	"github.com/hyperfeed/hyperfeed/feed"
-	"github.com/hyperfeed/hyperfeed/swarm"
 	"github.com/hyperfeed/hyperfeed/usersession"
 )
 
@@ -87,7 +88,6 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	var nf nodeflags.Flags
 	nf.Register(fs, os.Getenv("USER"))
 	roomName := fs.String("room", "lobby", "the room to chat in")
-	fs.Lookup("port").Usage = "the port the chat listens on for peers' feeds, and publishes (default: any free port)"
 	fs.Lookup("dir").Usage = "the data directory (default: the user's config directory, hyperfeed/chat/ALIAS)"
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: chat [flags]\n\nChat in a room; type lines to send, /who, /quit.\n\n")
@@ -128,8 +128,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	cfg.Dir = filepath.Join(dir, "session")
 
-	// The room feeds, and a swarm of their own that replicates them: its
-	// address is what the session publishes.
+	// The room feeds, in a store of the chat's own: the user's feed is
+	// needed before the session starts, since its login publishes the
+	// feed's key. The store closes after the node, which replicates them.
 	store, err := feed.OpenStore(filepath.Join(dir, "feeds"), nil)
 	if err != nil {
 		return err
@@ -139,29 +140,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return err
 	}
-	kp, err := swarm.LoadOrCreateKeyPair(filepath.Join(dir, "peer.key"))
-	if err != nil {
-		return err
-	}
-	disc := newSessions()
-	sw, err := swarm.New(store, swarm.Config{
-		KeyPair:    kp,
-		Secret:     cfg.Secret,
-		ListenAddr: net.JoinHostPort(nf.IP, strconv.Itoa(nf.Port)),
-		Discovery:  []swarm.Discovery{disc},
-		KeepAlive:  cfg.HeartbeatInterval,
-		Logger:     cfg.Logger,
-	})
-	if err != nil {
-		return err
-	}
-	defer sw.Close()
-	if err := sw.Join(roomTopic(*roomName)); err != nil {
-		return err
-	}
-
 	s := nf.Session()
-	s.Port = sw.Port()
 	s.Metadata = map[string]string{"chat:" + *roomName: own.Key().String()}
 	node, err := usersession.StartUserSession(ctx, s, cfg)
 	if err != nil {
@@ -174,7 +153,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	defer r.stop()
-	if err := r.start(sw, disc); err != nil {
+	if err := r.start(node.Swarm()); err != nil {
 		return err
 	}
 	self := node.Self()
@@ -253,7 +232,7 @@ read:
 	// Leave: let the peers have the last messages, then log out.
 	lctx, lcancel := context.WithTimeout(context.Background(), logoutTimeout)
 	defer lcancel()
-	if rep, err := sw.Attach(own); err == nil {
+	if rep, err := node.Swarm().Attach(own); err == nil {
 		rep.Delivered(lctx, own.Len()) // best effort: a peer may be gone
 	}
 	if err := node.Logout(lctx); err != nil {
@@ -272,10 +251,4 @@ func validRoom(name string) bool {
 		return false
 	}
 	return !strings.ContainsFunc(name, func(c rune) bool { return unicode.IsSpace(c) || unicode.IsControl(c) })
-}
-
-// roomTopic is the swarm topic of a room: only the room's sessions are
-// reported under it, so it needs to be distinct, not secret.
-func roomTopic(room string) swarm.Topic {
-	return swarm.Topic(sha256.Sum256([]byte("hyperfeed/examples/chat/room/v1\x00" + room)))
 }

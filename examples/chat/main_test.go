@@ -7,11 +7,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
-	"github.com/hyperfeed/hyperfeed/examples/internal/exectest"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/hyperfeed/hyperfeed/examples/internal/exectest"
 )
 
 var chatBin string
@@ -36,15 +40,28 @@ func TestMain(m *testing.M) {
 func TestChat(t *testing.T) {
 	tmp := t.TempDir()
 	aPort, bPort := freePort(t), freePort(t)
+	pids := map[*exectest.Proc]int{}
 	start := func(name, who string, port, peer int) *exectest.Proc {
-		return exectest.Start(t, name, exec.Command(chatBin, "-alias", who, "-room", "lobby",
+		cmd := exec.Command(chatBin, "-alias", who, "-room", "lobby",
 			"-no-mdns", "-ip", "127.0.0.1", "-listen", "127.0.0.1:"+strconv.Itoa(port),
-			"-peer", "127.0.0.1:"+strconv.Itoa(peer), "-dir", filepath.Join(tmp, who), "-heartbeat", "200ms"))
+			"-peer", "127.0.0.1:"+strconv.Itoa(peer), "-dir", filepath.Join(tmp, who), "-heartbeat", "200ms")
+		p := exectest.Start(t, name, cmd)
+		pids[p] = cmd.Process.Pid
+		return p
+	}
+	// The chat replicates its feeds on the session's swarm: it publishes
+	// the session's own address, and listens on no other port.
+	oneListener := func(p *exectest.Proc, port int) {
+		t.Helper()
+		require.Equal(t, strconv.Itoa(port), p.Expect(`^\* \w+ in lobby, at 127\.0\.0\.1:(\d+)$`)[1])
+		if ports, ok := listeningPorts(t, pids[p]); ok {
+			require.Equal(t, []int{port}, ports, "%s's listening TCP ports", p.Name)
+		}
 	}
 	alice := start("alice", "alice", aPort, bPort)
-	alice.Expect(`^\* alice in lobby, at 127\.0\.0\.1:\d+$`)
+	oneListener(alice, aPort)
 	bob := start("bob", "bob", bPort, aPort)
-	bob.Expect(`^\* bob in lobby, at 127\.0\.0\.1:\d+$`)
+	oneListener(bob, bPort)
 	alice.Expect(`^\* bob joined$`)
 	// Alice is in the room when bob arrives, or joins just after.
 	if bob.Expect(`^\* in lobby: bob(, alice)?$`)[1] == "" {
@@ -86,7 +103,7 @@ func TestChat(t *testing.T) {
 
 	// Bob alone, nobody online: the conversation is on his disk.
 	bob = start("bob alone", "bob", bPort, aPort)
-	bob.Expect(`^\* bob in lobby, at 127\.0\.0\.1:\d+$`)
+	oneListener(bob, bPort)
 	for _, line := range []string{"alice: hello bob", "bob: hi alice", "alice: are you there?", "bob: back"} {
 		bob.Expect(`^\[lobby\] ` + regexp.QuoteMeta(line) + `$`)
 	}
@@ -104,4 +121,42 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// listeningPorts returns the TCP ports the process pid listens on, sorted,
+// from Linux's /proc; false where there is no /proc to read.
+func listeningPorts(t *testing.T, pid int) ([]int, bool) {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Logf("cannot list the process's sockets, not checking them: %v", err)
+		return nil, false
+	}
+	sockets := map[string]bool{} // inodes
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if inode, ok := strings.CutPrefix(link, "socket:["); err == nil && ok {
+			sockets[strings.TrimSuffix(inode, "]")] = true
+		}
+	}
+	var ports []int
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			continue // no IPv6, say
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" || !sockets[f[9]] { // 0A: LISTEN
+				continue
+			}
+			_, hexPort, _ := strings.Cut(f[1], ":")
+			port, err := strconv.ParseUint(hexPort, 16, 16)
+			require.NoError(t, err, "%s: %q", table, line)
+			ports = append(ports, int(port))
+		}
+	}
+	slices.Sort(ports)
+	return ports, true
 }

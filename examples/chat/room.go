@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -45,8 +44,7 @@ type message struct {
 type room struct {
 	name  string
 	store *feed.Store
-	sw    *swarm.Swarm
-	disc  *sessions
+	sw    *swarm.Swarm // the session's: the room's feeds go on its connections
 	own   *feed.Feed
 	// knownPath lists the feeds whose header has been checked against the
 	// session that published them, one "room feed-key device-key" line
@@ -65,7 +63,6 @@ type room struct {
 	refused  map[feed.Key]bool                  // header did not match
 	names    map[usersession.DeviceKey]string   // from the directory
 	present  map[string]bool                    // names online in the room
-	online   map[netip.AddrPort]bool            // their sessions' addresses
 	cancels  []func()                           // feed subscriptions
 	loads    map[feed.Key]*swarm.Download       // live downloads
 }
@@ -99,7 +96,6 @@ func openRoom(name string, store *feed.Store, own *feed.Feed, knownPath string, 
 		refused: map[feed.Key]bool{},
 		names:   map[usersession.DeviceKey]string{self.Device: self.Alias},
 		present: map[string]bool{},
-		online:  map[netip.AddrPort]bool{},
 		loads:   map[feed.Key]*swarm.Download{},
 	}
 	if own.Len() == 0 {
@@ -153,12 +149,12 @@ func (r *room) loadKnown() error {
 	return sc.Err()
 }
 
-// start replicates the room's feeds on sw, which finds peers through
-// disc.
-func (r *room) start(sw *swarm.Swarm, disc *sessions) error {
+// start replicates the room's feeds on sw, the session's swarm: its peers
+// are the directory's, which are the room's.
+func (r *room) start(sw *swarm.Swarm) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.sw, r.disc = sw, disc
+	r.sw = sw
 	for key, m := range r.members {
 		if err := r.replicateLocked(key, m.f); err != nil {
 			return err
@@ -168,7 +164,9 @@ func (r *room) start(sw *swarm.Swarm, disc *sessions) error {
 }
 
 // replicateLocked follows f live on the swarm and wakes the room when it
-// changes. The caller holds r.mu.
+// changes. Attach, not Replicate: the feed's readers are the directory's
+// peers, to whom the session is connected already, so the feed needs no
+// topic of its own. The caller holds r.mu.
 func (r *room) replicateLocked(key feed.Key, f *feed.Feed) error {
 	rep, err := r.sw.Attach(f)
 	if err != nil {
@@ -188,8 +186,8 @@ func (r *room) wake() {
 	}
 }
 
-// stop ends the room's subscriptions and downloads; the swarm and the
-// store are the caller's to close.
+// stop ends the room's subscriptions and downloads; the swarm is the
+// session's, which closes it, and the store the caller's.
 func (r *room) stop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -305,13 +303,12 @@ func (r *room) update(node *usersession.Node) {
 }
 
 // read reads the directory: it learns the room feeds that sessions
-// publish and replicates them, has the swarm dial the sessions that came
-// online, and returns who came into the room and who went since the last
-// read.
+// publish and replicates them, and returns who came into the room and who
+// went since the last read. It dials no one: the session connects to every
+// session online, the room's included.
 func (r *room) read(node *usersession.Node) (joined, left []string) {
 	users := node.GetUsers()
 	present := map[string]bool{}
-	online := map[netip.AddrPort]bool{}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, name := range slices.Sorted(maps.Keys(users)) {
@@ -327,9 +324,6 @@ func (r *room) read(node *usersession.Node) (joined, left []string) {
 			}
 			if s.Online {
 				present[name] = true
-				if a, err := netip.ParseAddr(s.IP); err == nil {
-					online[netip.AddrPortFrom(a, uint16(s.Port))] = true
-				}
 			}
 			_, member := r.members[key]
 			_, pending := r.pending[key]
@@ -358,59 +352,7 @@ func (r *room) read(node *usersession.Node) (joined, left []string) {
 		}
 	}
 	r.present = present
-	for a := range online {
-		if !r.online[a] {
-			r.disc.report(a)
-		}
-	}
-	r.online = online
 	return joined, left
-}
-
-// sessions is the chat swarm's discovery: the addresses of the sessions
-// in the room, as the directory shows them. The room reports a session
-// when it comes online; the swarm dials it, and redials a few times if
-// the connection drops, until the session is reported again.
-type sessions struct {
-	mu     sync.Mutex
-	topics map[swarm.Topic]func(swarm.Candidate)
-}
-
-func newSessions() *sessions {
-	return &sessions{topics: map[swarm.Topic]func(swarm.Candidate){}}
-}
-
-// Join implements swarm.Discovery: it announces nothing, since the
-// session's login does.
-func (d *sessions) Join(topic swarm.Topic, _ int, found func(swarm.Candidate)) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.topics[topic] = found
-	return nil
-}
-
-// Leave implements swarm.Discovery.
-func (d *sessions) Leave(topic swarm.Topic) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.topics, topic)
-	return nil
-}
-
-// Close implements swarm.Discovery.
-func (d *sessions) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	clear(d.topics)
-	return nil
-}
-
-func (d *sessions) report(a netip.AddrPort) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, found := range d.topics {
-		found(swarm.Candidate{Addr: a})
-	}
 }
 
 // who lists the names present in the room, this user's first.
