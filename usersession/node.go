@@ -1070,9 +1070,17 @@ func (n *Node) chunksLocked() []listChunk {
 // dialsLocked returns the swarm addresses of the logged-in devices whose
 // peer is not connected and that were not dialled since the last loss (all
 // of them, after one). They are dialled with swarm.Dial, which gives up on
-// an address that does not answer and never redials a connected peer: a
-// device that logged out, or moved, is not dialled for ever. The static
-// peers (Config.Peers) are the swarm's to keep connected (swarm.Connect).
+// an address that does not answer: a device that logged out, or moved, is
+// not dialled for ever. The static peers (Config.Peers) are the swarm's to
+// keep connected (swarm.Connect).
+//
+// Whether the peer is connected is the swarm's to say, not n.peers: the
+// loop learns of a session from an event that can come after the blocks
+// that session carried, among them the peer's login. swarm.Dial does not
+// know who listens at an address it never dialled, so a dial then would
+// reach a peer connected at another address (a static peer's, or the port
+// it dialled from), and the new session would replace the working one or
+// be refused by it: a needless reconnection either way.
 func (n *Node) dialsLocked() []string {
 	var out []string
 	for dev, addr := range n.addrs {
@@ -1089,7 +1097,7 @@ func (n *Node) dialsLocked() []string {
 		}
 		// Connected or dialled first: Session copies the session, and in a
 		// full mesh every step would copy every one.
-		if p := n.peers[peer]; p != nil && p.up {
+		if p := n.peers[peer]; p != nil && p.up || n.sw.Connected(peer) {
 			continue
 		}
 		if s, err := n.dir.Session(dev); err != nil || s.Started.IsZero() {

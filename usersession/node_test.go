@@ -1,6 +1,7 @@
 package usersession
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -300,14 +301,35 @@ func (p *cutProxy) close() {
 }
 
 func TestCutOffShowsOfflineThenReconnects(t *testing.T) {
+	// The cut silences the one connection, through the proxy; Bob's login
+	// address stays reachable, as it must for the reconnection. So the
+	// test must keep Bob from using it before Alice's OfflineAfter is up,
+	// or he is back before he has been silent that long, and is rightly
+	// never shown offline: Bob notices the silence only after three of his
+	// keep-alive intervals, made longer than Alice's bound. Then Alice
+	// alone redials, while Bob still holds the session he dialled through
+	// the proxy; of two sessions dialled by different peers the swarm
+	// keeps the one the smaller key dialled, so Alice's key sorts first,
+	// for her redial to replace the stale session rather than be refused
+	// until Bob notices.
 	tn := newTestNet(t)
+	orderPeerKeys(t, filepath.Join(tn.base, "a"), filepath.Join(tn.base, "b"))
 	a := tn.start("alice", tn.config("a"))
 	proxy := newCutProxy(t, addrOf(a.Self()))
 	cfg := tn.config("b")
 	cfg.Peers = []string{proxy.addr()}
+	cfg.HeartbeatInterval = 10 * testHeartbeat
 	b := tn.start("bob", cfg)
+	// Silence is noticed after three to four keep-alive intervals, a
+	// quarter of OfflineAfter each; slack is room for a loaded machine.
+	const slack = 300 * time.Millisecond
+	require.Greater(t, 3*b.cfg.keepAlive(), a.cfg.OfflineAfter+slack, "bob could reconnect before alice's bound")
 	meshed(t, a, b)
-	require.Len(t, a.sw.Peers(), 1, "one connection, through the proxy")
+	require.Len(t, a.sw.Peers(), 1, "one connection")
+	wctx, wcancel := context.WithCancel(context.Background())
+	sess := <-b.sw.Watch(wctx) // the sessions up now, first
+	wcancel()
+	require.Equal(t, proxy.addr(), sess.Addr.String(), "bob's connection runs through the proxy")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -317,15 +339,56 @@ func TestCutOffShowsOfflineThenReconnects(t *testing.T) {
 	e := nextEvent(t, events, func(e Event) bool { return e.Session.Alias == "bob" })
 	took := time.Since(cut)
 	require.Equal(t, EventLeft, e.Kind)
-	// Silence is noticed after three to four keep-alive intervals, a
-	// quarter of OfflineAfter each; the rest is room for a loaded machine.
-	require.Less(t, took, a.cfg.OfflineAfter+300*time.Millisecond, "shown offline only after %v", took)
+	require.Less(t, took, a.cfg.OfflineAfter+slack, "shown offline only after %v", took)
 
 	// Alice dials the address Bob's login publishes, which the cut does
 	// not reach: he shows online again.
-	e = nextEvent(t, events, func(e Event) bool { return e.Session.Alias == "bob" && e.Kind == EventJoined })
+	e = nextEvent(t, events, func(e Event) bool { return e.Session.Alias == "bob" })
+	require.Equal(t, EventJoined, e.Kind)
 	require.True(t, e.Session.Online)
 	require.True(t, online(a, "bob"))
+}
+
+// orderPeerKeys gives the data directories first and second swarm keys
+// (peerKeyFile) that sort in that order.
+func orderPeerKeys(t *testing.T, first, second string) {
+	t.Helper()
+	f1, f2 := filepath.Join(first, peerKeyFile), filepath.Join(second, peerKeyFile)
+	k1, err := swarm.LoadOrCreateKeyPair(f1)
+	require.NoError(t, err)
+	k2, err := swarm.LoadOrCreateKeyPair(f2)
+	require.NoError(t, err)
+	if bytes.Compare(k1.Public[:], k2.Public[:]) > 0 {
+		tmp := f1 + ".swap"
+		require.NoError(t, os.Rename(f1, tmp))
+		require.NoError(t, os.Rename(f2, f1))
+		require.NoError(t, os.Rename(tmp, f2))
+	}
+}
+
+func TestNoDialToAPeerConnectedBeforeTheLoopKnows(t *testing.T) {
+	// Bob is connected to Alice through a proxy. Her login comes in on
+	// that session, and may be folded before the loop takes the session's
+	// event; dialling her login address then would replace the session.
+	tn := newTestNet(t)
+	a := tn.start("alice", tn.config("a"))
+	proxy := newCutProxy(t, addrOf(a.Self()))
+	cfg := tn.config("b")
+	cfg.Peers = []string{proxy.addr()}
+	b := tn.start("bob", cfg)
+	meshed(t, a, b)
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// The state of that moment: the swarm has the session, the loop not.
+	p := b.peers[a.sw.Key()]
+	require.NotNil(t, p)
+	saved, savedDialed := *p, maps.Clone(b.dialed)
+	*p = peerState{}
+	clear(b.dialed)
+	dials := b.dialsLocked()
+	*p, b.dialed = saved, savedDialed
+	require.Empty(t, dials, "dialled a peer connected already")
 }
 
 func TestRestartKeepsIdentityAndAnswersFromDisk(t *testing.T) {
