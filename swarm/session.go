@@ -1448,6 +1448,10 @@ func (s *Session) pump() (wake time.Time) {
 	}
 	for _, hv := range haves {
 		if c, ok := s.byKey[hv.r.f.DiscoveryKey()]; ok && c.open {
+			// The head first: the peer keeps nothing of a Range past the
+			// length it knows, and a block that came with an upgrade is
+			// past the length this side last announced.
+			s.announce(c, c.f.State())
 			s.send(&wire.Range{Channel: c.local, Start: hv.index, Length: 1})
 		}
 	}

@@ -85,6 +85,43 @@ func TestDelivered(t *testing.T) {
 	}
 }
 
+// TestNewBlockAnnouncedAfterHead: a sparse replica that gets a new block,
+// and the head with it, from one peer tells its other peers the new head
+// before the block, since a peer keeps nothing of a Range past the length
+// it knows: else they never ask it for the block.
+func TestNewBlockAnnouncedAfterHead(t *testing.T) {
+	w := openTestFeed(t, nil)
+	appendBlocks(t, w, 0, 10)
+	// r holds blocks 0 to 9 but 3, as if fetched from w elsewhere.
+	r := openTestFeed(t, &feed.Options{Key: w.Key()})
+	give := func(i uint64, upgrade bool) {
+		t.Helper()
+		req := r.BlockRequest(i)
+		req.Upgrade = upgrade
+		p, data, err := w.Prove(req)
+		require.NoError(t, err)
+		require.NoError(t, r.ApplyProof(p, data))
+	}
+	give(0, true)
+	for i := uint64(1); i < 10; i++ {
+		if i != 3 {
+			give(i, false)
+		}
+	}
+	c := openTestFeed(t, &feed.Options{Key: w.Key()})
+	sr, sc := sessionPair(t, false, SessionConfig{}, SessionConfig{})
+	sr.Replicate(replicator(t, r))
+	rc := replicator(t, c)
+	sc.Replicate(rc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, rc.Download(0, 3).Wait(ctx))
+
+	appendBlocks(t, w, 10, 1)
+	give(10, true) // block 10 and the head of length 11, from w
+	require.NoError(t, rc.Download(10, 11).Wait(ctx), "r holds block 10 and did not say so")
+}
+
 // TestSwarmOverCustomTransport runs two swarms over net.Pipe through
 // Config.Listener and Config.Dial, as tests over an in-memory network do.
 func TestSwarmOverCustomTransport(t *testing.T) {
