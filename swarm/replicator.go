@@ -7,6 +7,8 @@ import (
 	"maps"
 	"math"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hyperfeed/hyperfeed/feed"
 	"github.com/hyperfeed/hyperfeed/internal/wire"
@@ -25,6 +27,9 @@ type Replicator struct {
 	sparse    map[uint64]bool // blocks a Get waits for
 	downloads []*Download
 	inflight  map[uint64]*Session // block → the session fetching it
+	upgradeBy *Session            // the session asking a peer for a newer head, if any
+	upgradeAt time.Time           // since when (see claimUpgrade)
+	upgrades  atomic.Int64        // upgrade requests sent, for tests
 	sessions  map[*Session]bool
 	peers     map[*Session]peerHead  // peers with the channel open
 	changed   chan struct{}          // closed, and replaced, when peers or the head change
@@ -215,8 +220,47 @@ func (r *Replicator) detach(s *Session) {
 			delete(r.inflight, i)
 		}
 	}
+	if r.upgradeBy == s {
+		r.upgradeBy = nil
+	}
 	r.mu.Unlock()
 	r.kick()
+}
+
+// upgradeLease is how long one session's request for a newer head keeps the
+// feed's other sessions from asking their peers for it. In a mesh, every
+// peer that takes a block announces the new head to every other, and each
+// would otherwise be asked for it by each replica: as many proofs of the
+// same head as the replica has peers. A peer slower than the lease shares
+// the work with a second.
+const upgradeLease = 250 * time.Millisecond
+
+// claimUpgrade reports whether session s may ask its peer for a newer head
+// now. If not, another session is asking, and s may ask at the latest at
+// the time returned, unless that session releases the claim first (which
+// wakes s).
+func (r *Replicator) claimUpgrade(s *Session, now time.Time) (bool, time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if by := r.upgradeBy; by != nil && by != s && now.Before(r.upgradeAt.Add(upgradeLease)) {
+		return false, r.upgradeAt.Add(upgradeLease)
+	}
+	r.upgradeBy, r.upgradeAt = s, now
+	return true, time.Time{}
+}
+
+// releaseUpgrade ends session s's claim, if it holds it, and wakes the
+// other sessions: the head may still be behind what their peers announced.
+func (r *Replicator) releaseUpgrade(s *Session) {
+	r.mu.Lock()
+	mine := r.upgradeBy == s
+	if mine {
+		r.upgradeBy = nil
+	}
+	r.mu.Unlock()
+	if mine {
+		r.kick()
+	}
 }
 
 // claim returns up to n blocks the feed wants, that have passes (the peer

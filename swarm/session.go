@@ -831,6 +831,7 @@ func (s *Session) sendOpen(c *channel) {
 }
 
 func (s *Session) closeChannel(c *channel) {
+	s.upgradeOver(c)
 	s.dropRequests(c)
 	delete(s.channels, c.local)
 	delete(s.byKey, c.f.DiscoveryKey())
@@ -847,7 +848,8 @@ func (s *Session) peerClosed(c *channel) {
 	s.dropRequests(c)
 	s.dropUnanswered(c)
 	delete(s.byRemote, c.remote)
-	c.open, c.remote, c.upgrade, c.noUpgrade = false, 0, false, false
+	s.upgradeOver(c)
+	c.open, c.remote, c.noUpgrade = false, 0, false
 	c.retry, c.unproven, c.claimsOwn = nil, 0, false
 	c.peerFork, c.peerLen, c.heard = 0, 0, false
 	c.peerHas.reset()
@@ -1241,7 +1243,10 @@ func (s *Session) receive(c *channel, ms []*received) error {
 			if m.Block != nil {
 				return fmt.Errorf("%w: block %d sent for an upgrade request", ErrProtocol, m.Block.Index)
 			}
+			// Released once the proof is applied, so that the other
+			// sessions see the head it brings.
 			c.upgrade = false
+			defer c.r.releaseUpgrade(s)
 		}
 		batch = append(batch, m.proof)
 		asked = append(asked, q)
@@ -1287,7 +1292,7 @@ var errNoData = errors.New("the peer answered NoData")
 // row end the session. Memory and requests stay bounded whatever the peer
 // claims: one request per head it announces.
 func (s *Session) upgradeFailed(c *channel, q request, p *merkle.Proof, why error) error {
-	c.upgrade = false
+	s.upgradeOver(c)
 	h := c.f.State()
 	if h.Fork != q.fork || h.Length != q.length || !c.peerNewer(h) {
 		return nil
@@ -1409,7 +1414,8 @@ func (s *Session) expire(now time.Time) error {
 				c.r.release(s, q.block)
 				c.refused[q.block] = true
 			} else {
-				c.upgrade, c.noUpgrade = false, true
+				s.upgradeOver(c)
+				c.noUpgrade = true
 			}
 			n++
 		}
@@ -1493,7 +1499,9 @@ func (s *Session) pump() (wake time.Time) {
 		if !c.peerNewer(h) {
 			c.unproven = 0 // this side has verified what the peer claimed
 		} else if !c.upgrade && !c.noUpgrade {
-			s.askUpgrade(c, h)
+			if until := s.askUpgrade(c, h, now); !until.IsZero() {
+				wake = earliest(wake, until)
+			}
 		}
 		c.thaw(now)
 		if len(c.coolQueue) > 0 {
@@ -1526,7 +1534,9 @@ func earliest(a, b time.Time) time.Time {
 	return a
 }
 
-// askUpgrade asks the peer for its head, newer than this side's (h).
+// askUpgrade asks the peer for its head, newer than this side's (h), unless
+// another session of the feed is asking its own peer (see upgradeLease):
+// then it returns when it may ask at the latest.
 //
 // A writable feed asks nothing: it takes no proofs, and no peer can hold a
 // newer head of it unless the feed's key signs elsewhere too (a copied
@@ -1535,14 +1545,17 @@ func earliest(a, b time.Time) time.Time {
 // once per channel, and the peer stays connected: the writer cannot tell
 // the cases apart without taking the proof, and the peer costs it nothing
 // more than any other.
-func (s *Session) askUpgrade(c *channel, h feed.State) {
+func (s *Session) askUpgrade(c *channel, h feed.State, now time.Time) (wake time.Time) {
 	if c.f.Writable() {
 		if !c.claimsOwn {
 			c.claimsOwn = true
 			s.log.Warn("swarm: peer claims a newer head of a feed this side writes", "feed", c.f.DiscoveryKey(),
 				"fork", h.Fork, "length", h.Length, "peerFork", c.peerFork, "peerLength", c.peerLen)
 		}
-		return
+		return time.Time{}
+	}
+	if ok, until := c.r.claimUpgrade(s, now); !ok {
+		return until // another session is asking its peer
 	}
 	var q request
 	if r := c.retry; r != nil {
@@ -1553,6 +1566,17 @@ func (s *Session) askUpgrade(c *channel, h feed.State) {
 	}
 	s.request(c, h, &wire.Request{Upgrade: true}, q)
 	c.upgrade = true
+	c.r.upgrades.Add(1)
+	return time.Time{}
+}
+
+// upgradeOver notes that c's upgrade request, if any, is over: answered,
+// failed, timed out, or dropped with the channel.
+func (s *Session) upgradeOver(c *channel) {
+	if c.upgrade {
+		c.upgrade = false
+		c.r.releaseUpgrade(s)
+	}
 }
 
 // request sends m, made from this side's head h (from a shorter length if

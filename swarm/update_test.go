@@ -122,6 +122,49 @@ func TestNewBlockAnnouncedAfterHead(t *testing.T) {
 	require.NoError(t, rc.Download(10, 11).Wait(ctx), "r holds block 10 and did not say so")
 }
 
+// TestOneUpgradeAtATime: a replica whose peers all announce each new head
+// asks one of them for it, not each: in a mesh of n peers every head would
+// otherwise be proved n times to every replica.
+func TestOneUpgradeAtATime(t *testing.T) {
+	const peers, heads = 8, 20
+	w := openTestFeed(t, nil)
+	appendBlocks(t, w, 0, 1)
+	ww := replicator(t, w)
+	r := openTestFeed(t, &feed.Options{Key: w.Key()})
+	rr := replicator(t, r)
+	rr.Download(0, Live)
+	var ps []*feed.Feed
+	for range peers {
+		p := openTestFeed(t, &feed.Options{Key: w.Key()})
+		rp := replicator(t, p)
+		rp.Download(0, Live)
+		a, b := sessionPair(t, false, SessionConfig{}, SessionConfig{})
+		a.Replicate(ww)
+		b.Replicate(rp)
+		c, d := sessionPair(t, false, SessionConfig{}, SessionConfig{})
+		c.Replicate(rp)
+		d.Replicate(rr)
+		ps = append(ps, p)
+	}
+	waitFor(t, "the first block everywhere", func() bool { return r.Has(0) })
+	before := rr.upgrades.Load()
+	for i := 1; i <= heads; i++ {
+		appendBlocks(t, w, i, 1)
+		waitFor(t, "the new block at the replica and its peers", func() bool {
+			for _, p := range ps {
+				if !p.Has(uint64(i)) {
+					return false
+				}
+			}
+			return r.Has(uint64(i))
+		})
+	}
+	asked := rr.upgrades.Load() - before
+	t.Logf("%d upgrade requests for %d heads announced by %d peers each", asked, heads, peers)
+	// One per head, and a second where a peer took longer than the lease.
+	require.LessOrEqual(t, asked, int64(2*heads))
+}
+
 // TestSwarmOverCustomTransport runs two swarms over net.Pipe through
 // Config.Listener and Config.Dial, as tests over an in-memory network do.
 func TestSwarmOverCustomTransport(t *testing.T) {
