@@ -14,9 +14,21 @@
 //
 //	u24le(len) ‖ ciphertext (len bytes, 16 ≤ len ≤ MaxFrame)
 //
-// Each frame carries at most MaxPlaintext bytes of the stream. A length over
-// MaxFrame is refused before anything is decrypted; a frame that fails to
-// decrypt, and a nonce counter that runs out, close the connection.
+// Each frame carries at most MaxPlaintext bytes of the stream; Write puts
+// WriteChunk bytes in each but the last of its frames, so that a full frame
+// is 64 KiB on the wire. A length over MaxFrame is refused before anything is
+// decrypted; a frame that fails to decrypt, and a nonce counter that runs
+// out, close the connection.
+//
+// # Memory
+//
+// A connection spends most of its life idle, so a Conn keeps no buffer of
+// its own between calls. Write encrypts each frame into a pooled buffer and
+// returns it once the frame is written. Read decrypts a frame in place in
+// the caller's buffer when that holds the whole frame, and otherwise in a
+// pooled buffer that goes back to the pool once its last byte has been
+// read. What stays is a 4 KiB buffer under the frames, so that a run of
+// small frames costs one system call rather than two each.
 package noiseconn
 
 import (
@@ -43,7 +55,51 @@ const (
 	MaxFrame     = 65535
 	MaxPlaintext = MaxFrame - tagSize // 65,519
 	headerSize   = 3
+
+	// WriteChunk is how much of the stream Write puts in one frame: a full
+	// frame and its header are then 64 KiB. A buffered writer above a Conn
+	// makes the fewest frames and system calls by flushing WriteChunk
+	// bytes at a time.
+	WriteChunk = bigBuffer - headerSize - tagSize // 65,517
 )
+
+// Buffer sizes.
+const (
+	// readBuffer is the buffer under the frames that a Conn keeps for its
+	// whole life. Frames are read whole, into the caller's buffer or a
+	// pooled one: this only saves the system call for a small frame's
+	// header, and a large frame that finds it empty skips it.
+	readBuffer = 4 << 10
+	// smallBuffer and bigBuffer are the sizes of pooled frame buffers. A
+	// bigBuffer holds a full frame that Write makes, with its header, and
+	// the ciphertext of the largest frame that Read takes (MaxFrame): a
+	// frame's header is read on its own.
+	smallBuffer = 4 << 10
+	bigBuffer   = 64 << 10
+)
+
+var (
+	smallBuffers = sync.Pool{New: func() any { b := make([]byte, smallBuffer); return &b }}
+	bigBuffers   = sync.Pool{New: func() any { b := make([]byte, bigBuffer); return &b }}
+)
+
+// getBuffer returns a pooled buffer of at least n ≤ bigBuffer bytes.
+func getBuffer(n int) *[]byte {
+	if n <= smallBuffer {
+		return smallBuffers.Get().(*[]byte)
+	}
+	return bigBuffers.Get().(*[]byte)
+}
+
+// putBuffer returns a buffer from getBuffer to its pool. Nothing may use it
+// after.
+func putBuffer(b *[]byte) {
+	if cap(*b) == smallBuffer {
+		smallBuffers.Put(b)
+	} else {
+		bigBuffers.Put(b)
+	}
+}
 
 // Errors, wrapped with detail.
 var (
@@ -103,12 +159,11 @@ type Conn struct {
 
 	rmu     sync.Mutex
 	recv    *noise.CipherState
-	rframe  []byte // ciphertext buffer
-	pending []byte // decrypted bytes not yet read
+	rbuf    *[]byte // pooled buffer pending is in, or nil
+	pending []byte  // decrypted bytes not yet read
 
 	wmu    sync.Mutex
 	send   *noise.CipherState
-	wbuf   []byte
 	werr   error
 	close  sync.Once
 	broken atomic.Pointer[error] // why the peer's frames closed the connection
@@ -169,7 +224,7 @@ func handshake(ctx context.Context, raw net.Conn, initiator bool, cfg Config) (*
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{raw: raw, br: bufio.NewReaderSize(raw, 64<<10), initiator: initiator}
+	c := &Conn{raw: raw, br: bufio.NewReaderSize(raw, readBuffer), initiator: initiator}
 	var cs1, cs2 *noise.CipherState
 	for step := range 3 {
 		if (step%2 == 0) == initiator {
@@ -182,9 +237,13 @@ func handshake(ctx context.Context, raw net.Conn, initiator bool, cfg Config) (*
 			}
 			cs1, cs2 = a, b
 		} else {
-			frame, err := c.readFrame(ctx)
+			n, err := c.readHeader()
 			if err != nil {
-				return nil, err
+				return nil, ctxErr(ctx, err)
+			}
+			frame := make([]byte, n)
+			if _, err := io.ReadFull(c.br, frame); err != nil {
+				return nil, ctxErr(ctx, err)
 			}
 			if _, cs1, cs2, err = hs.ReadMessage(nil, frame); err != nil {
 				return nil, fmt.Errorf("message %d: %w", step+1, err)
@@ -217,25 +276,18 @@ func writeFrame(w io.Writer, payload []byte) error {
 
 func putU24(b []byte, n int) { b[0], b[1], b[2] = byte(n), byte(n>>8), byte(n>>16) }
 
-// readFrame reads one frame's ciphertext into c.rframe. The caller holds rmu
-// or is the handshake.
-func (c *Conn) readFrame(ctx context.Context) ([]byte, error) {
+// readHeader reads a frame's header and returns the length of its
+// ciphertext, which follows. The caller holds rmu or is the handshake.
+func (c *Conn) readHeader() (int, error) {
 	var h [headerSize]byte
 	if _, err := io.ReadFull(c.br, h[:]); err != nil {
-		return nil, ctxErr(ctx, err)
+		return 0, err
 	}
 	n := int(h[0]) | int(h[1])<<8 | int(h[2])<<16
 	if n > MaxFrame {
-		return nil, fmt.Errorf("%w: %d bytes announced, at most %d", ErrFrameTooLong, n, MaxFrame)
+		return 0, fmt.Errorf("%w: %d bytes announced, at most %d", ErrFrameTooLong, n, MaxFrame)
 	}
-	if cap(c.rframe) < n {
-		c.rframe = make([]byte, n, MaxFrame)
-	}
-	f := c.rframe[:n]
-	if _, err := io.ReadFull(c.br, f); err != nil {
-		return nil, ctxErr(ctx, err)
-	}
-	return f, nil
+	return n, nil
 }
 
 func ctxErr(ctx context.Context, err error) error {
@@ -254,66 +306,98 @@ func (c *Conn) ChannelBinding() []byte { return c.binding }
 // Initiator reports whether this side dialled.
 func (c *Conn) Initiator() bool { return c.initiator }
 
-// Read reads decrypted bytes of the stream.
+// Read reads decrypted bytes of the stream. A p that can hold a whole frame's
+// ciphertext receives the frame and its plaintext, without a copy; all of p
+// may then be overwritten, though only the n bytes returned are the stream.
 func (c *Conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	for len(c.pending) == 0 {
-		f, err := c.readFrame(nil)
+		n, err := c.readHeader()
 		if err != nil {
 			if errors.Is(err, ErrFrameTooLong) {
 				return 0, c.breakOff(err)
 			}
 			return 0, err
 		}
-		if len(f) < tagSize {
-			return 0, c.breakOff(fmt.Errorf("%w: %d-byte frame", ErrDecrypt, len(f)))
+		if n < tagSize {
+			return 0, c.breakOff(fmt.Errorf("%w: %d-byte frame", ErrDecrypt, n))
+		}
+		direct := len(p) >= n
+		var f []byte
+		if direct {
+			f = p[:n]
+		} else {
+			c.rbuf = getBuffer(n)
+			f = (*c.rbuf)[:n]
+		}
+		if _, err := io.ReadFull(c.br, f); err != nil {
+			c.release()
+			return 0, err
 		}
 		// Decrypt in place: the plaintext is shorter than the ciphertext.
 		pt, err := c.recv.Decrypt(f[:0], nil, f)
 		if err != nil {
+			c.release()
 			return 0, c.breakOff(fmt.Errorf("%w: %v", ErrDecrypt, err))
 		}
+		if direct {
+			if len(pt) > 0 {
+				return len(pt), nil
+			}
+			continue // an empty frame
+		}
 		c.pending = pt
+		if len(pt) == 0 {
+			c.release()
+		}
 	}
 	n := copy(p, c.pending)
 	c.pending = c.pending[n:]
+	if len(c.pending) == 0 {
+		c.release()
+	}
 	return n, nil
 }
 
-// Write encrypts p into as many frames as it takes and writes them in one
-// call to the underlying connection.
+// release returns the buffer of pending to its pool. The caller holds rmu.
+func (c *Conn) release() {
+	if c.rbuf != nil {
+		putBuffer(c.rbuf)
+		c.rbuf, c.pending = nil, nil
+	}
+}
+
+// Write encrypts p into frames of WriteChunk bytes and a last one of the
+// rest, and writes each to the underlying connection in one call.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
 		return 0, c.werr
 	}
-	frames := (len(p) + MaxPlaintext - 1) / MaxPlaintext
-	need := len(p) + frames*(headerSize+tagSize)
-	if cap(c.wbuf) < need {
-		c.wbuf = make([]byte, 0, need)
-	}
-	out := c.wbuf[:0]
-	for rest := p; len(rest) > 0; {
-		chunk := rest[:min(len(rest), MaxPlaintext)]
-		rest = rest[len(chunk):]
-		at := len(out)
-		out = append(out, 0, 0, 0)
-		var err error
-		if out, err = c.send.Encrypt(out, nil, chunk); err != nil {
+	n := 0
+	for n < len(p) {
+		chunk := p[n:min(len(p), n+WriteChunk)]
+		buf := getBuffer(headerSize + len(chunk) + tagSize)
+		out, err := c.send.Encrypt((*buf)[:headerSize], nil, chunk)
+		if err != nil {
 			// Only nonce exhaustion fails here: the session is over.
+			putBuffer(buf)
 			c.werr = err
 			c.Close()
-			return 0, err
+			return n, err
 		}
-		putU24(out[at:], len(out)-at-headerSize)
+		putU24(out, len(out)-headerSize)
+		_, err = c.raw.Write(out)
+		putBuffer(buf)
+		if err != nil {
+			c.werr = err
+			return n, err
+		}
+		n += len(chunk)
 	}
-	if _, err := c.raw.Write(out); err != nil {
-		c.werr = err
-		return 0, err
-	}
-	return len(p), nil
+	return n, nil
 }
 
 // Close closes the underlying connection.

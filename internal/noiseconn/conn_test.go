@@ -232,3 +232,52 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+// TestStreamPieces reads a stream written in pieces of many sizes into
+// buffers of many sizes, and checks what stays after: no frame buffer. On
+// the wire, a frame with its header is at most 64 KiB.
+func TestStreamPieces(t *testing.T) {
+	a, b := adversary(t)
+	largest := make(chan int, 1)
+	largest <- 0
+	a.raw = sizeConn{a.raw, largest}
+	sizes := []int{1, 3, 15, 16, 17, 100, smallBuffer - headerSize - tagSize, smallBuffer, WriteChunk - 1, WriteChunk, WriteChunk + 1, MaxPlaintext + 1, 3*WriteChunk + 5}
+	var want []byte
+	for _, n := range sizes {
+		p := make([]byte, n)
+		rand.Read(p)
+		want = append(want, p...)
+	}
+	go func() {
+		rest := want
+		for _, n := range sizes {
+			if _, err := a.Write(rest[:n]); err != nil {
+				t.Error(err)
+				return
+			}
+			rest = rest[n:]
+		}
+	}()
+	var got []byte
+	reads := []int{1, 4, 7, 100, smallBuffer, MaxFrame, MaxFrame + 100, 1 << 20}
+	for i := 0; len(got) < len(want); i++ {
+		p := make([]byte, reads[i%len(reads)])
+		n, err := b.Read(p)
+		require.NoError(t, err)
+		got = append(got, p[:n]...)
+	}
+	require.Equal(t, want, got)
+	require.Nil(t, b.rbuf, "a frame buffer kept after everything was read")
+	require.LessOrEqual(t, <-largest, 64<<10)
+}
+
+// sizeConn records the largest write.
+type sizeConn struct {
+	net.Conn
+	largest chan int
+}
+
+func (c sizeConn) Write(p []byte) (int, error) {
+	c.largest <- max(<-c.largest, len(p))
+	return c.Conn.Write(p)
+}

@@ -13,6 +13,15 @@
 //
 // Nothing that is hashed or signed is msgpack: proofs carry merkle nodes,
 // whose hashes are over merkle's canonical layouts.
+//
+// # Memory
+//
+// Most connections are idle most of the time, so neither end keeps a buffer
+// between messages. A Writer takes its buffers from pools at its first Write
+// after a Flush and returns them at the Flush. A Reader does not buffer: it
+// reads a frame's header and then its body straight from the stream, which
+// should be buffered itself (a noiseconn.Conn reads whole frames). Each
+// message gets a body of its own, since a decoded message points into it.
 package wire
 
 import (
@@ -21,8 +30,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hyperfeed/hyperfeed/internal/noiseconn"
 )
 
 // MaxMessage bounds a frame: a largest block (16 MiB) with its proof fits.
@@ -100,28 +111,52 @@ func handle() *codec.MsgpackHandle {
 	return h
 }
 
+// writeBuffer is how much a Writer buffers before it writes to the stream:
+// a full buffer fills one noiseconn frame.
+const writeBuffer = noiseconn.WriteChunk
+
+// Pools of a Writer's buffers while it has messages to flush: the buffer of
+// frames, and the scratch a body is encoded into, which grows to the largest
+// message.
+var (
+	writeBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBuffer) }}
+	bodies       = sync.Pool{New: func() any { return new([]byte) }}
+)
+
+// noBytes is a non-nil empty slice, for an encoder or decoder to point at
+// when it is not in use, rather than at the last body.
+var noBytes = []byte{}
+
 // Writer writes messages to a stream, buffered: call Flush to send.
 type Writer struct {
-	w    *bufio.Writer
+	dst  io.Writer
+	w    *bufio.Writer // from writeBuffers, or nil
+	body *[]byte       // from bodies, or nil
+	none []byte        // noBytes, for enc between Flush and Write
 	enc  *codec.Encoder
-	body []byte
 }
 
 // NewWriter returns a Writer on w.
 func NewWriter(w io.Writer) *Writer {
-	wr := &Writer{w: bufio.NewWriterSize(w, 64<<10)}
-	wr.enc = codec.NewEncoderBytes(&wr.body, handle())
+	wr := &Writer{dst: w, none: noBytes}
+	wr.enc = codec.NewEncoderBytes(&wr.none, handle())
 	return wr
 }
 
 // Write encodes m into the buffer, flushing it to the stream when full.
 func (w *Writer) Write(m Message) error {
-	w.body = w.body[:0]
-	w.enc.ResetBytes(&w.body)
+	if w.w == nil {
+		w.w = writeBuffers.Get().(*bufio.Writer)
+		w.w.Reset(w.dst)
+		w.body = bodies.Get().(*[]byte)
+	}
+	*w.body = (*w.body)[:0]
+	w.enc.ResetBytes(w.body)
 	if err := w.enc.Encode(m); err != nil {
 		return fmt.Errorf("wire: encode %T: %w", m, err)
 	}
-	n := len(w.body) + 1
+	body := *w.body
+	n := len(body) + 1
 	if n > MaxMessage {
 		return fmt.Errorf("%w: %T of %d bytes", ErrTooLarge, m, n)
 	}
@@ -131,26 +166,46 @@ func (w *Writer) Write(m Message) error {
 	if _, err := w.w.Write(hdr[:]); err != nil {
 		return err
 	}
-	_, err := w.w.Write(w.body)
+	_, err := w.w.Write(body)
 	return err
 }
 
 // Buffered returns the bytes waiting for Flush.
-func (w *Writer) Buffered() int { return w.w.Buffered() }
+func (w *Writer) Buffered() int {
+	if w.w == nil {
+		return 0
+	}
+	return w.w.Buffered()
+}
 
-// Flush sends what is buffered.
-func (w *Writer) Flush() error { return w.w.Flush() }
+// Flush sends what is buffered. Once that succeeds, the Writer holds no
+// buffer until its next Write.
+func (w *Writer) Flush() error {
+	if w.w == nil {
+		return nil
+	}
+	if err := w.w.Flush(); err != nil {
+		return err // kept, as the buffer's error, for every call after
+	}
+	w.w.Reset(nil)
+	writeBuffers.Put(w.w)
+	w.w = nil
+	w.enc.ResetBytes(&w.none)
+	bodies.Put(w.body)
+	w.body = nil
+	return nil
+}
 
 // Reader reads messages from a stream.
 type Reader struct {
-	r    *bufio.Reader
-	dec  *codec.Decoder
-	body []byte
+	r   io.Reader
+	dec *codec.Decoder
 }
 
-// NewReader returns a Reader on r.
+// NewReader returns a Reader on r, which should be buffered: a Reader reads
+// a frame's header, then its body.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{r: bufio.NewReaderSize(r, 64<<10), dec: codec.NewDecoderBytes(nil, handle())}
+	return &Reader{r: r, dec: codec.NewDecoderBytes(noBytes, handle())}
 }
 
 // Read returns the next message. Any error but io.EOF at a frame boundary
@@ -164,10 +219,8 @@ func (r *Reader) Read() (Message, error) {
 	if n == 0 || n > MaxMessage {
 		return nil, fmt.Errorf("%w: %d bytes announced, at most %d", ErrTooLarge, n, MaxMessage)
 	}
-	if cap(r.body) < int(n) {
-		r.body = make([]byte, n)
-	}
-	frame := r.body[:n]
+	// Bodies hold slices into the frame (see Bytes): each gets its own.
+	frame := make([]byte, n)
 	if _, err := io.ReadFull(r.r, frame); err != nil {
 		return nil, noEOF(err)
 	}
@@ -176,14 +229,14 @@ func (r *Reader) Read() (Message, error) {
 		return nil, err
 	}
 	r.dec.ResetBytes(frame[1:])
-	if err := r.dec.Decode(m); err != nil {
+	err = r.dec.Decode(m)
+	r.dec.ResetBytes(noBytes) // let the frame go with the message
+	if err != nil {
 		return nil, fmt.Errorf("%w: %T: %v", ErrMalformed, m, err)
 	}
 	if err := m.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %T: %v", ErrMalformed, m, err)
 	}
-	// Bodies hold slices into the frame buffer, which the next Read reuses.
-	r.body = nil
 	return m, nil
 }
 
