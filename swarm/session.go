@@ -221,9 +221,18 @@ type channel struct {
 	sentAny           bool
 }
 
+// newChannel makes a channel. Its maps are made when first written: a node
+// in a mesh holds a channel per feed per peer, most of them idle.
 func newChannel(r *Replicator, local uint32, window int) *channel {
-	return &channel{r: r, f: r.f, local: local, window: window,
-		reqs: map[uint64]request{}, cancelled: map[uint64]bool{}, refused: map[uint64]bool{}, extSent: map[string]uint64{}}
+	return &channel{r: r, f: r.f, local: local, window: window}
+}
+
+// set sets m[k] to v, making m first if it is nil.
+func set[K comparable, V any](m *map[K]V, k K, v V) {
+	if *m == nil {
+		*m = map[K]V{}
+	}
+	(*m)[k] = v
 }
 
 // asks reports whether block i may be asked of the peer.
@@ -1047,7 +1056,7 @@ func (s *Session) sendExtensions(c *channel, vs map[string]publication) {
 		if c.extSent[name] == v.seq {
 			continue
 		}
-		c.extSent[name] = v.seq
+		set(&c.extSent, name, v.seq)
 		s.send(&wire.Extension{Channel: c.local, Name: name, Payload: v.payload})
 	}
 }
@@ -1348,10 +1357,7 @@ func (s *Session) noBlock(c *channel, i uint64) {
 	now := time.Now()
 	c.window = max(c.window/2, 1)
 	if !c.cooling[i] && len(c.cooling) < maxCooling {
-		if c.cooling == nil {
-			c.cooling = map[uint64]bool{}
-		}
-		c.cooling[i] = true
+		set(&c.cooling, i, true)
 		c.coolQueue = append(c.coolQueue, cooled{i, now.Add(blockCooldown)})
 	}
 	if now.Before(c.pausedUntil) {
@@ -1408,11 +1414,11 @@ func (s *Session) expire(now time.Time) error {
 				continue
 			}
 			delete(c.reqs, id)
-			c.cancelled[id] = true
+			set(&c.cancelled, id, true)
 			s.send(&wire.Cancel{Channel: c.local, ID: id})
 			if q.isBlock {
 				c.r.release(s, q.block)
-				c.refused[q.block] = true
+				set(&c.refused, q.block, true)
 			} else {
 				s.upgradeOver(c)
 				c.noUpgrade = true
@@ -1588,6 +1594,6 @@ func (s *Session) request(c *channel, h feed.State, m *wire.Request, q request) 
 		m.Length = q.from
 	}
 	q.sent, q.fork, q.length = time.Now(), h.Fork, h.Length
-	c.reqs[m.ID] = q
+	set(&c.reqs, m.ID, q)
 	s.send(m)
 }
