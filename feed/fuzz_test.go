@@ -384,6 +384,30 @@ func FuzzBitfieldLoad(f *testing.F) {
 		if got := b.count(end); got != ones {
 			t.Fatalf("count is %d, records hold %d set bits", got, ones)
 		}
+		// count short of the end takes off what lies past it, from the
+		// bound load found (no bit at or past b.end is set).
+		if b.end > end || b.end > 0 && !b.get(b.end-1) {
+			t.Fatalf("the bits are said to end at %d of %d, where no bit is set", b.end, end)
+		}
+		for _, e := range []uint64{0, 1, 63, 64, 65, pageBits - 1, pageBits + 77, end / 2, b.end, b.end - min(b.end, 1)} {
+			e = min(e, end)
+			var want uint64
+			for p := range int(e / pageBits) {
+				if pg := b.pages[p]; pg != nil {
+					for _, c := range pg {
+						want += uint64(bits.OnesCount8(c))
+					}
+				}
+			}
+			for i := e / pageBits * pageBits; i < e; i++ {
+				if b.get(i) {
+					want++
+				}
+			}
+			if got := b.count(e); got != want {
+				t.Fatalf("count(%d) is %d, the pages hold %d set bits before it", e, got, want)
+			}
+		}
 		// get reads bits one at a time where count reads whole pages; both
 		// must see the records' bits, and none of a damaged record's.
 		for p := range n {
