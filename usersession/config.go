@@ -58,8 +58,12 @@ type Config struct {
 	// OfflineAfter is how long a peer that went silent (killed, cut off)
 	// still shows online: by then it shows offline. Default three
 	// heartbeats; not under HeartbeatInterval. The keep-alive interval is
-	// the smaller of HeartbeatInterval and a quarter of OfflineAfter,
-	// since a session ends after three to four silent intervals.
+	// the smaller of HeartbeatInterval and a quarter of OfflineAfter less
+	// a short grace, since a session ends after three to four silent
+	// intervals. A peer whose connection closes shows offline after that
+	// grace (a twentieth of OfflineAfter, at most 250 ms): when two peers
+	// dial each other at once, one connection closes just before the
+	// other is up, and the peer did not leave.
 	OfflineAfter time.Duration
 	// Passphrase encrypts the identity file when the node creates it, and
 	// opens it afterwards. Empty leaves the identity in the clear,
@@ -125,15 +129,24 @@ func (c *Config) defaults(alias string) error {
 
 // keepAlive is the swarm's keep-alive interval. A session ends when it has
 // heard nothing for more than three intervals, noticed at the next tick:
-// after three to four intervals of silence. A quarter of OfflineAfter
-// makes that within OfflineAfter.
+// after three to four intervals of silence. A quarter of OfflineAfter,
+// less the least grace, makes that and the grace within OfflineAfter.
 func (c *Config) keepAlive() time.Duration {
-	return min(c.HeartbeatInterval, c.OfflineAfter/4)
+	return min(c.HeartbeatInterval, (c.OfflineAfter-c.leastGrace())/4)
 }
 
-// grace is how long a device stays online after its session ended, so
-// that a silent peer shows offline only once OfflineAfter has passed, when
-// OfflineAfter is longer than the session needs to notice.
+// leastGrace is how long a device stays online at least after its session
+// ended: two peers that dial each other at once each keep one of the two
+// connections, and the other closes, at times just before the one kept is
+// up on this side. Without it, the peer would show leaving and coming back.
+func (c *Config) leastGrace() time.Duration {
+	return min(250*time.Millisecond, c.OfflineAfter/20)
+}
+
+// grace is how long a device stays online after its session ended: at
+// least leastGrace, and more when OfflineAfter is longer than the session
+// needs to notice a silent peer, so that one shows offline only once
+// OfflineAfter has passed.
 func (c *Config) grace() time.Duration {
 	return c.OfflineAfter - 4*c.keepAlive()
 }

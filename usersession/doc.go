@@ -53,8 +53,7 @@
 // in the same canonical form, or empty; a Login written before this field
 // existed decodes with it empty), which other nodes dial to keep a full
 // mesh, since presence comes from direct connections. A Logout ends it.
-// Neither carries a
-// signature of its own: the device feed is signed.
+// Neither carries a signature of its own: the device feed is signed.
 //
 // An Unregister is the identity's signed tombstone for an alias. It counts
 // only on a feed of a device certified for that identity.
@@ -152,7 +151,13 @@
 // A device is logged in if its last Login comes later in its feed than its
 // last Logout. The runtime tells the directory which devices are reachable
 // (SetPresence); a device is online if it is logged in, reachable, and
-// within its identity's session limit.
+// within its identity's session limit. A node counts a device reachable
+// while it has a session with the device's peer, and for a grace after
+// that session ends: at least a twentieth of Config.OfflineAfter (at most
+// 250 ms), so that a connection replaced by another (two peers that dial
+// each other at once keep one of the two; a silent one is redialled) does
+// not show the user leaving and joining again; and longer when OfflineAfter
+// is longer than a session needs to notice a silent peer.
 //
 // The session limit: each identity may have maxSessions sessions online
 // (NewDirectory; 3 by default). Its logged-in, reachable devices are
