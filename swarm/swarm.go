@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hyperfeed/hyperfeed/feed"
+	"github.com/hyperfeed/hyperfeed/internal/watch"
 )
 
 // ErrClosed is returned by a Swarm that was closed.
@@ -789,7 +790,7 @@ type PeerEvent struct {
 // are queued. The channel is closed when ctx ends or the swarm closes.
 func (s *Swarm) Watch(ctx context.Context) <-chan PeerEvent {
 	out := make(chan PeerEvent)
-	w := &watcher{kick: make(chan struct{}, 1)}
+	w := watch.NewQueue[PeerEvent]()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -797,7 +798,7 @@ func (s *Swarm) Watch(ctx context.Context) <-chan PeerEvent {
 		return out
 	}
 	for k, sess := range s.sessions {
-		w.queue = append(w.queue, PeerEvent{Key: k, Addr: addrPort(sess.conn.RemoteAddr()), Up: true})
+		w.Add(PeerEvent{Key: k, Addr: addrPort(sess.conn.RemoteAddr()), Up: true})
 	}
 	s.watchers[w] = true
 	s.wg.Go(func() {
@@ -807,57 +808,20 @@ func (s *Swarm) Watch(ctx context.Context) <-chan PeerEvent {
 			delete(s.watchers, w)
 			s.mu.Unlock()
 		}()
-		w.run(ctx, s.ctx, out)
+		w.Run(ctx, s.ctx, out)
 	})
 	s.mu.Unlock()
 	return out
 }
 
-// watcher is one Watch: the events not yet delivered, and a goroutine that
-// delivers them.
-type watcher struct {
-	mu    sync.Mutex
-	queue []PeerEvent
-	kick  chan struct{} // events were queued
-}
+// watcher is one Watch: the events its caller has not read yet.
+type watcher = watch.Queue[PeerEvent]
 
 // emit queues e for every watcher. The caller holds s.mu, so that events
 // are queued in the order the sessions changed.
 func (s *Swarm) emit(e PeerEvent) {
 	for w := range s.watchers {
-		w.mu.Lock()
-		w.queue = append(w.queue, e)
-		w.mu.Unlock()
-		select {
-		case w.kick <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// run delivers w's events to out until ctx or the swarm's context ends.
-func (w *watcher) run(ctx, swarm context.Context, out chan<- PeerEvent) {
-	for {
-		w.mu.Lock()
-		q := w.queue
-		w.queue = nil
-		w.mu.Unlock()
-		for _, e := range q {
-			select {
-			case out <- e:
-			case <-ctx.Done():
-				return
-			case <-swarm.Done():
-				return
-			}
-		}
-		select {
-		case <-w.kick:
-		case <-ctx.Done():
-			return
-		case <-swarm.Done():
-			return
-		}
+		w.Add(e)
 	}
 }
 

@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sync"
 	"time"
+
+	"github.com/hyperfeed/hyperfeed/internal/watch"
 )
 
 // EventKind says what changed in the directory, for Node.Watch.
@@ -93,56 +94,8 @@ func sameSession(a, b UserSession) bool {
 		a.Started.Equal(b.Started) && a.Online == b.Online && maps.Equal(a.Metadata, b.Metadata)
 }
 
-// watcher is one Watch: the events not yet delivered, and a goroutine
-// that delivers them, so that a slow reader holds up nobody and loses
-// nothing.
-type watcher struct {
-	mu    sync.Mutex
-	queue []Event
-	kick  chan struct{} // events were queued
-}
-
-func newWatcher() *watcher { return &watcher{kick: make(chan struct{}, 1)} }
-
-// add queues events for the reader.
-func (w *watcher) add(events []Event) {
-	w.mu.Lock()
-	for _, e := range events {
-		e.Session = e.Session.clone() // the reader owns what it gets
-		w.queue = append(w.queue, e)
-	}
-	w.mu.Unlock()
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
-}
-
-// run delivers w's events to out until ctx or the node's context ends.
-func (w *watcher) run(ctx, node context.Context, out chan<- Event) {
-	for {
-		w.mu.Lock()
-		q := w.queue
-		w.queue = nil
-		w.mu.Unlock()
-		for _, e := range q {
-			select {
-			case out <- e:
-			case <-ctx.Done():
-				return
-			case <-node.Done():
-				return
-			}
-		}
-		select {
-		case <-w.kick:
-		case <-ctx.Done():
-			return
-		case <-node.Done():
-			return
-		}
-	}
-}
+// watcher is one Watch: the events its caller has not read yet.
+type watcher = watch.Queue[Event]
 
 // Watch reports changes to the directory as this node sees it: names
 // coming online, going offline, changing, and no longer listed, each found
@@ -159,13 +112,13 @@ func (n *Node) Watch(ctx context.Context) <-chan Event {
 		close(out)
 		return out
 	}
-	w := newWatcher()
+	w := watch.NewQueue[Event]()
 	n.watchers[w] = true
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		defer close(out)
-		w.run(ctx, n.ctx, out)
+		w.Run(ctx, n.ctx, out)
 		n.mu.Lock()
 		delete(n.watchers, w)
 		n.mu.Unlock()
@@ -180,7 +133,12 @@ func (n *Node) emitLocked(events []Event) {
 		return
 	}
 	for w := range n.watchers {
-		w.add(events)
+		own := make([]Event, len(events))
+		for i, e := range events {
+			e.Session = e.Session.clone() // each reader owns what it gets
+			own[i] = e
+		}
+		w.Add(own...)
 	}
 }
 

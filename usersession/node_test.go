@@ -363,7 +363,6 @@ func TestSilentConnectionReplaced(t *testing.T) {
 	}
 }
 
-
 // orderPeerKeys gives the data directories first and second swarm keys
 // (peerKeyFile) that sort in that order.
 func orderPeerKeys(t *testing.T, first, second string) {

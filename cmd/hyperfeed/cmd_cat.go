@@ -18,12 +18,7 @@ func cmdCat(e *env, args []string) error {
 	fs.Var(&end, "end", "stop before block `N` (default: the feed's length; with --live: never)")
 	raw := fs.Bool("raw", false, "write blocks back to back, as they were appended with --chunk or --whole; by default each block is followed by a newline")
 	live := fs.Bool("live", false, "on a replica: fetch blocks from peers and wait for new ones until --end or interrupted")
-	ops, err := e.parse(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	dir := ops[0]
-	f, err := e.openFeed(dir, feed.Options{})
+	dir, f, err := e.openFeedOperand(fs, args)
 	if err != nil {
 		return err
 	}

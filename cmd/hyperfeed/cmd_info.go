@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -29,12 +30,7 @@ type feedInfo struct {
 func cmdInfo(e *env, args []string) error {
 	fs := e.flags()
 	asJSON := fs.Bool("json", false, "print one JSON object")
-	ops, err := e.parse(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	dir := ops[0]
-	f, err := e.openFeed(dir, feed.Options{})
+	dir, f, err := e.openFeedOperand(fs, args)
 	if err != nil {
 		return err
 	}
@@ -79,6 +75,19 @@ func cmdInfo(e *env, args []string) error {
 	fmt.Fprintf(tw, "signature\t%s\n", sig)
 	fmt.Fprintf(tw, "disk\t%d bytes (%s)\n", in.DiskBytes, humanBytes(float64(in.DiskBytes)))
 	return tw.Flush()
+}
+
+// openFeedOperand parses the command line with fs for a command whose one
+// operand is a feed directory, and opens the feed there. The caller closes
+// it.
+func (e *env) openFeedOperand(fs *flag.FlagSet, args []string) (dir string, f *feed.Feed, err error) {
+	ops, err := e.parse(fs, args, 1)
+	if err != nil {
+		return "", nil, err
+	}
+	dir = ops[0]
+	f, err = e.openFeed(dir, feed.Options{})
+	return dir, f, err
 }
 
 // diskUsage sums the space the files of dir take on disk, as du does: a

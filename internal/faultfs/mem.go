@@ -169,9 +169,7 @@ func (m *Mem) Snapshot() *Mem {
 	c := NewMem()
 	maps(c, m)
 	for name, f := range m.files {
-		d := slices.Clone(f.data)
-		c.files[name] = &memFile{data: d, synced: slices.Clone(d), durable: true}
-		c.used += int64(len(d))
+		c.putSynced(name, slices.Clone(f.data))
 	}
 	return c
 }
@@ -181,19 +179,9 @@ func (m *Mem) Snapshot() *Mem {
 // with probability keep (0: none, as in pebble's crashable file system),
 // and each later truncation likewise. Files never synced are gone.
 func (m *Mem) Crash(rng *rand.Rand, keep float64) *Mem {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.noCrash {
-		panic("faultfs: Crash of a Mem set not to crash")
-	}
-	c := NewMem()
-	maps(c, m)
-	for name, f := range m.files {
-		if !f.durable {
-			continue
-		}
+	kept := func() bool { return keep >= 1 || keep > 0 && rng.Float64() < keep }
+	return m.crash(func(f *memFile) []byte {
 		d := slices.Clone(f.synced)
-		kept := func() bool { return keep >= 1 || keep > 0 && rng.Float64() < keep }
 		for _, op := range f.log {
 			if op.truncate {
 				if kept() {
@@ -210,10 +198,8 @@ func (m *Mem) Crash(rng *rand.Rand, keep float64) *Mem {
 				at = end
 			}
 		}
-		c.files[name] = &memFile{data: d, synced: slices.Clone(d), durable: true}
-		c.used += int64(len(d))
-	}
-	return c
+		return d
+	})
 }
 
 // CrashOrdered returns the file system as a power loss now would leave it
@@ -222,17 +208,7 @@ func (m *Mem) Crash(rng *rand.Rand, keep float64) *Mem {
 // the writes to it since; the file's size likewise. Files never synced are
 // gone.
 func (m *Mem) CrashOrdered(rng *rand.Rand) *Mem {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.noCrash {
-		panic("faultfs: Crash of a Mem set not to crash")
-	}
-	c := NewMem()
-	maps(c, m)
-	for name, f := range m.files {
-		if !f.durable {
-			continue
-		}
+	return m.crash(func(f *memFile) []byte {
 		// The size after each prefix of the log, and the largest.
 		sizes := []int64{int64(len(f.synced))}
 		largest := sizes[0]
@@ -267,11 +243,32 @@ func (m *Mem) CrashOrdered(rng *rand.Rand) *Mem {
 				}
 			}
 		}
-		d = d[:sizes[rng.IntN(len(sizes))]]
-		c.files[name] = &memFile{data: d, synced: slices.Clone(d), durable: true}
-		c.used += int64(len(d))
+		return d[:sizes[rng.IntN(len(sizes))]]
+	})
+}
+
+// crash returns the file system as a power loss now would leave it, each
+// file holding what survive says of it. Files never synced are gone.
+func (m *Mem) crash(survive func(f *memFile) []byte) *Mem {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.noCrash {
+		panic("faultfs: Crash of a Mem set not to crash")
+	}
+	c := NewMem()
+	maps(c, m)
+	for name, f := range m.files {
+		if f.durable {
+			c.putSynced(name, survive(f))
+		}
 	}
 	return c
+}
+
+// putSynced adds a file that holds d, all of it synced.
+func (m *Mem) putSynced(name string, d []byte) {
+	m.files[name] = &memFile{data: d, synced: slices.Clone(d), durable: true}
+	m.used += int64(len(d))
 }
 
 func maps(dst, src *Mem) {
