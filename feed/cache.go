@@ -9,9 +9,10 @@ import (
 // cacheSlots is the most slots a feed's node cache has: direct-mapped by
 // index, it keeps the upper tree and the recent edge in memory, which most
 // proofs and offsets read again and again. It starts at minCacheSlots and
-// doubles as larger indices come in, up to this, so that a process holding
-// thousands of small feeds (a Store of replicas) spends memory by the size
-// of their trees, not about a megabyte each.
+// doubles whenever half its slots are taken, up to this, so that a process
+// holding thousands of small feeds (a Store of replicas) spends memory by
+// the nodes each has read, not about a megabyte each, and opening a large
+// feed, which reads only its roots, costs a few kilobytes.
 const (
 	cacheSlots    = 1 << 14
 	minCacheSlots = 1 << 6
@@ -25,6 +26,7 @@ const (
 type nodeCache struct {
 	mu    sync.Mutex
 	slots []cacheSlot
+	used  int // slots taken
 }
 
 type cacheSlot struct {
@@ -70,20 +72,21 @@ func (c *nodeCache) store(flags uint64, ns []merkle.Node) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, n := range ns {
-		if n.Index >= uint64(len(c.slots)) && len(c.slots) < cacheSlots {
-			c.grow(n.Index)
+		if c.slots == nil || 2*c.used >= len(c.slots) && len(c.slots) < cacheSlots {
+			c.grow()
 		}
-		c.slots[n.Index&uint64(len(c.slots)-1)] = cacheSlot{tag: (n.Index + 1) | flags, node: n}
+		s := &c.slots[n.Index&uint64(len(c.slots)-1)]
+		if s.tag == 0 {
+			c.used++
+		}
+		*s = cacheSlot{tag: (n.Index + 1) | flags, node: n}
 	}
 }
 
-// grow makes room for index i without collisions below it, within
-// cacheSlots, keeping what the cache holds.
-func (c *nodeCache) grow(i uint64) {
-	size := max(len(c.slots), minCacheSlots)
-	for uint64(size) <= i && size < cacheSlots {
-		size *= 2
-	}
+// grow doubles the slots (or makes the first ones), keeping what the cache
+// holds: two nodes in distinct slots stay in distinct slots.
+func (c *nodeCache) grow() {
+	size := max(2*len(c.slots), minCacheSlots)
 	old := c.slots
 	c.slots = make([]cacheSlot, size)
 	for _, s := range old {
@@ -97,4 +100,5 @@ func (c *nodeCache) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	clear(c.slots)
+	c.used = 0
 }
