@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -75,19 +74,6 @@ func cmdInfo(e *env, args []string) error {
 	fmt.Fprintf(tw, "signature\t%s\n", sig)
 	fmt.Fprintf(tw, "disk\t%d bytes (%s)\n", in.DiskBytes, humanBytes(float64(in.DiskBytes)))
 	return tw.Flush()
-}
-
-// openFeedOperand parses the command line with fs for a command whose one
-// operand is a feed directory, and opens the feed there. The caller closes
-// it.
-func (e *env) openFeedOperand(fs *flag.FlagSet, args []string) (dir string, f *feed.Feed, err error) {
-	ops, err := e.parse(fs, args, 1)
-	if err != nil {
-		return "", nil, err
-	}
-	dir = ops[0]
-	f, err = e.openFeed(dir, feed.Options{})
-	return dir, f, err
 }
 
 // diskUsage sums the space the files of dir take on disk, as du does: a

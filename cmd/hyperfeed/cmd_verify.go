@@ -8,13 +8,7 @@ import (
 )
 
 func cmdVerify(e *env, args []string) error {
-	fs := e.flags()
-	ops, err := e.parse(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	dir := ops[0]
-	f, err := e.openFeed(dir, feed.Options{}) // Open checks the header, roots and signature
+	dir, f, err := e.openFeedOperand(e.flags(), args) // Open checks the header, roots and signature
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -87,4 +88,17 @@ func openError(dir string, err error) error {
 		return fmt.Errorf("%s holds no feed (hyperfeed create makes one, hyperfeed clone copies one)", dir)
 	}
 	return err
+}
+
+// openFeedOperand parses the command line with fs for a command whose one
+// operand is a feed directory, and opens the feed there. The caller closes
+// it.
+func (e *env) openFeedOperand(fs *flag.FlagSet, args []string) (dir string, f *feed.Feed, err error) {
+	ops, err := e.parse(fs, args, 1)
+	if err != nil {
+		return "", nil, err
+	}
+	dir = ops[0]
+	f, err = e.openFeed(dir, feed.Options{})
+	return dir, f, err
 }
