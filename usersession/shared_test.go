@@ -102,11 +102,7 @@ func TestSharedSwarmReplicatesAppFeed(t *testing.T) {
 	// device of anyone's.
 	require.Equal(t, a.Swarm().Port(), a.Self().Port)
 	require.Equal(t, []swarm.PeerKey{a.Swarm().Key()}, b.Swarm().Peers())
-	for _, n := range []*Node{a, b} {
-		require.Equal(t, []string{"alice", "bob"}, names(n))
-		require.Len(t, n.Devices("alice"), 1)
-		require.Len(t, n.Devices("bob"), 1)
-	}
+	requireNoAppDevices(t, a, b)
 }
 
 // An application feed outlives its node: after a restart, of the node and
@@ -149,11 +145,7 @@ func TestSharedSwarmAfterRestart(t *testing.T) {
 	require.NoError(t, repB.Download(0, 3).Wait(ctx))
 	requireBlocks(t, ctx, r, "note", 3)
 
-	for _, n := range []*Node{a, b} {
-		require.Equal(t, []string{"alice", "bob"}, names(n))
-		require.Len(t, n.Devices("alice"), 1)
-		require.Len(t, n.Devices("bob"), 1)
-	}
+	requireNoAppDevices(t, a, b)
 }
 
 // After Close, Swarm still answers, with the closed swarm; the
@@ -191,4 +183,15 @@ func TestSharedSwarmAfterClose(t *testing.T) {
 
 	_, err = f.Append([]byte("late"))
 	require.NoError(t, err, "the node closed no feed of the application's")
+}
+
+// requireNoAppDevices checks that alice and bob list each other, each with
+// the one device the node made: an application feed is no device.
+func requireNoAppDevices(t *testing.T, a, b *Node) {
+	t.Helper()
+	for _, n := range []*Node{a, b} {
+		require.Equal(t, []string{"alice", "bob"}, names(n))
+		require.Len(t, n.Devices("alice"), 1)
+		require.Len(t, n.Devices("bob"), 1)
+	}
 }
